@@ -39,7 +39,8 @@ _ONE_TARGET: dict[str, tuple[set[Property], set[str]]] = {
     "PUTON": ({Property.CLOTHES}, set()),
     "PUTOFF": ({Property.CLOTHES}, set()),
 }
-_DESTINATION = {"PUTBACK": {Property.SURFACES}, "PUTIN": {Property.CONTAINERS, Property.CAN_OPEN}}
+_DESTINATION = {"PUTBACK": {Property.SURFACES}, "PUTIN": {Property.CONTAINERS, Property.CAN_OPEN},
+                "POUR": {Property.RECIPIENT}}
 _WALKABLE = {Property.GRABBABLE, Property.CAN_OPEN, Property.HAS_SWITCH, Property.SITTABLE, Property.LIEABLE,
              Property.SURFACES, Property.CONTAINERS, Property.HAS_PLUG, Property.READABLE, Property.LOOKABLE,
              Property.DRINKABLE, Property.EATABLE, Property.CLOTHES}

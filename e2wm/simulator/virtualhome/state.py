@@ -89,8 +89,12 @@ class GraphState:
                 self._by_class.setdefault(node.class_name, []).append(node.id)
             self._nodes[node.id] = node
         self._max_node_id = max(self._nodes, default=0)
-        self._out: dict[tuple[int, Relation], set[int]] = {}
+        # Forward edges, per (source, relation): the scene's original edges and the edges added since,
+        # each mapping target id -> insertion number, in insertion order (see get_nodes_from for why).
+        self._base: dict[tuple[int, Relation], dict[int, int]] = {}
+        self._new: dict[tuple[int, Relation], dict[int, int]] = {}
         self._in: dict[tuple[int, Relation], set[int]] = {}
+        self._seq = 0
         for e in graph["edges"]:
             try:
                 src, rel, dst = e["from_id"], e["relation_type"], e["to_id"]
@@ -99,7 +103,10 @@ class GraphState:
             if src not in self._nodes or dst not in self._nodes:
                 raise E2WMError(f"scene graph: edge {src} {rel} {dst} names a node that does not exist")
             relation = _enum(_RELATION, rel, "relation", src)
-            self._out.setdefault((src, relation), set()).add(dst)
+            out = self._base.setdefault((src, relation), {})
+            if dst not in out:
+                out[dst] = self._seq
+                self._seq += 1
             self._in.setdefault((dst, relation), set()).add(src)
         chars = self._by_class.get("character", [])
         if not chars:
@@ -120,12 +127,15 @@ class GraphState:
         while len(log) > mark:
             op, *args = log.pop()
             if op == _ADD_EDGE:
-                src, rel, dst = args
-                self._out[(src, rel)].discard(dst)
+                src, rel, dst, _, _ = args
+                del self._new[(src, rel)][dst]
                 self._in[(dst, rel)].discard(src)
             elif op == _DEL_EDGE:
-                src, rel, dst = args
-                self._out.setdefault((src, rel), set()).add(dst)
+                src, rel, dst, table, seq = args
+                out = table.setdefault((src, rel), {})
+                out[dst] = seq
+                if any(v > seq for v in out.values()):  # back to its old place in insertion order
+                    table[(src, rel)] = dict(sorted(out.items(), key=lambda kv: kv[1]))
                 self._in.setdefault((dst, rel), set()).add(src)
             elif op == _SET_NODE:
                 self._nodes[args[0]] = args[1]
@@ -160,7 +170,7 @@ class GraphState:
         first_node: dict[int, GraphNode | None] = {}
         for op, *args in self._log[mark:]:
             if op in (_ADD_EDGE, _DEL_EDGE):
-                key = tuple(args)
+                key = tuple(args[:3])
                 delta = edges.get(key, 0) + (1 if op == _ADD_EDGE else -1)
                 edges[key] = delta
             elif op == _SET_NODE:
@@ -196,9 +206,10 @@ class GraphState:
             else:
                 return lvalue.evaluate(self)
             if type(target) is NodeInstanceFilter:
-                return target.node.id in self._out.get((src, lvalue.relation), ())
+                return self._has(src, lvalue.relation, target.node.id)
             if type(target) is AnyNodeFilter:
-                return bool(self._out.get((src, lvalue.relation)))
+                key = (src, lvalue.relation)
+                return bool(self._new.get(key)) or bool(self._base.get(key))
             return lvalue.evaluate(self)
         if (isinstance(lvalue, CountRelations) and type(lvalue.from_nodes) is AnyNode
                 and isinstance(lvalue.to_nodes, NodeInstanceFilter)):
@@ -235,21 +246,44 @@ class GraphState:
         return self._script_objects.get((name, instance))
 
     def has_edge(self, from_node: Any, relation: Relation, to_node: Any) -> bool:
-        return to_node.id in self._out.get((from_node.id, relation), ())
+        return self._has(from_node.id, relation, to_node.id)
+
+    def _has(self, src: int, relation: Relation, dst: int) -> bool:
+        key = (src, relation)
+        return dst in self._new.get(key, ()) or dst in self._base.get(key, ())
+
+    def _ids(self, key: tuple[int, Relation]) -> Any:
+        """Targets of a key in VirtualHome's iteration order.
+
+        VirtualHome iterates sets of ids filled one id at a time (new edges, then original ones). A set's
+        order depends on its table size, so this builds one the same way: from a list, never from a
+        dict, which CPython presizes.
+        """
+        new, base = self._new.get(key), self._base.get(key)
+        if not new:
+            return base if not base or len(base) == 1 else set(list(base))
+        return set([*new, *base]) if base else set(list(new))
 
     def get_nodes_from(self, from_node: Any, relation: Relation) -> list[GraphNode]:
+        # Some executors take "the first" node (GRAB: what the object rests on or is close to). VirtualHome
+        # iterates a set of ids built in edge insertion order; a fresh set built in that same order gives
+        # the same iteration order, and, unlike a long-lived set, does not depend on earlier deletions,
+        # so a plan behaves the same after any rollback.
+        ids = self._ids((from_node.id, relation))
+        if not ids:
+            return []
         nodes = self._nodes
-        return [nodes[i] for i in self._out.get((from_node.id, relation), ())]
+        return [nodes[i] for i in ids]
 
     def get_node_ids_from(self, from_id: int, relation: Relation) -> set[int]:
-        return set(self._out.get((from_id, relation), ()))
+        return set(self._ids((from_id, relation)) or ())
 
     def ids_to(self, to_id: int, relation: Relation) -> set[int]:
         """Ids of nodes with a ``relation`` edge into ``to_id`` (reverse index)."""
         return self._in.get((to_id, relation), set())
 
     def ids_from(self, from_id: int, relation: Relation) -> set[int]:
-        return self._out.get((from_id, relation), set())
+        return self.get_node_ids_from(from_id, relation)
 
     @property
     def char_id(self) -> int:
@@ -259,21 +293,24 @@ class GraphState:
 
     def add_edge(self, from_node: Any, relation: Relation, to_node: Any) -> None:
         src, dst = from_node.id, to_node.id
-        out = self._out.setdefault((src, relation), set())
-        if dst not in out:
-            out.add(dst)
+        if not self._has(src, relation, dst):
+            self._new.setdefault((src, relation), {})[dst] = self._seq
+            self._seq += 1
             self._in.setdefault((dst, relation), set()).add(src)
-            self._log.append((_ADD_EDGE, src, relation, dst))
+            self._log.append((_ADD_EDGE, src, relation, dst, None, None))
 
     def delete_edge(self, from_node: Any, relation: Relation, to_node: Any) -> None:
         self._delete(from_node.id, relation, to_node.id)
 
     def _delete(self, src: int, relation: Relation, dst: int) -> None:
-        out = self._out.get((src, relation))
-        if out is not None and dst in out:
-            out.discard(dst)
-            self._in[(dst, relation)].discard(src)
-            self._log.append((_DEL_EDGE, src, relation, dst))
+        key = (src, relation)
+        for table in (self._new, self._base):
+            out = table.get(key)
+            if out is not None and dst in out:
+                seq = out.pop(dst)
+                self._in[(dst, relation)].discard(src)
+                self._log.append((_DEL_EDGE, src, relation, dst, table, seq))
+                return
 
     def change_node(self, node: GraphNode) -> None:
         if node.id not in self._nodes:
@@ -305,7 +342,7 @@ class GraphState:
                 # Delete only edges that exist, found through the indexes, instead of scanning all nodes.
                 for n1 in list(changer.from_node.enumerate(self)):
                     for rel in changer.relations:
-                        for dst in list(self._out.get((n1.id, rel), ())):
+                        for dst in self.get_node_ids_from(n1.id, rel):
                             self._delete(n1.id, rel, dst)
                         if changer.delete_reverse:
                             for src in list(self._in.get((n1.id, rel), ())):
@@ -336,11 +373,17 @@ class GraphState:
                   "prefab_name": n.prefab_name, "bounding_box": _bbox(n.bounding_box)}
                  for n in self._nodes.values()]
         edges = [{"from_id": src, "relation_type": rel.name, "to_id": dst}
-                 for (src, rel), dsts in self._out.items() for dst in sorted(dsts)]
+                 for src, rel, dst in sorted(self._edges(), key=lambda e: (e[0], e[1].value, e[2]))]
         return {"nodes": nodes, "edges": edges}
 
     def edge_set(self) -> set[tuple[int, str, int]]:
-        return {(src, rel.name, dst) for (src, rel), dsts in self._out.items() for dst in dsts}
+        return {(src, rel.name, dst) for src, rel, dst in self._edges()}
+
+    def _edges(self) -> Iterator[tuple[int, Relation, int]]:
+        for table in (self._base, self._new):
+            for (src, rel), dsts in table.items():
+                for dst in dsts:
+                    yield src, rel, dst
 
 
 def _bbox(box: Any) -> Any:

@@ -1,0 +1,1 @@
+"""Rollout agents: program replay, goal-oriented MCTS, random exploration."""
