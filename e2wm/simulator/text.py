@@ -119,4 +119,4 @@ def describe_change(sim: VirtualHomeSimulator, change: StateChange, agent: str =
         elif edge.relation in ("ON", "INSIDE") and dst.category != "Rooms":
             word = "on" if edge.relation == "ON" else "inside"
             sentences.append(f"{who(edge.from_id)} is no longer {word} the {noun(dst.class_name)}")
-    return " ".join(_sentence(s) for s in sentences)
+    return " ".join(_sentence(s) for s in dict.fromkeys(sentences))

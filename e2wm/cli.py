@@ -1,0 +1,133 @@
+"""The ``e2wm`` command line: one subcommand per job, each a typed function whose docstring is its help."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+from e2wm.errors import E2WMError
+
+
+def collect(args: argparse.Namespace) -> None:
+    """Collect rollouts from an agent into sharded Parquet that datasets.load_dataset("parquet") reads."""
+    from e2wm.collect import CollectConfig, collect as run_collect
+
+    config = CollectConfig(agent=args.agent, out=args.out, episodes=args.episodes, workers=args.workers,
+                           seed=args.seed, shard_size=args.shard_size, shard_range=args.shard_range,
+                           splits=tuple(args.splits), scene_graph=args.scene_graph)
+    config.mcts.iterations = args.mcts_iterations
+    config.explore.length = args.length
+    paths = run_collect(config, progress=not args.quiet)
+    print(f"{config.agent}: {len(paths)} shard(s) in {config.out}")
+
+
+def inspect(args: argparse.Namespace) -> None:
+    """Summarise the rollout shards in a directory and print one episode of each agent."""
+    import pyarrow.parquet as pq
+
+    files = sorted(Path(args.dir).glob("*.parquet"))
+    if not files:
+        raise E2WMError(f"{args.dir}: no .parquet shards")
+    try:
+        rows = [r for f in files for r in pq.read_table(f).to_pylist()]
+    except Exception as exc:  # noqa: BLE001  # pyarrow raises several types for a corrupt file
+        raise E2WMError(f"{args.dir}: unreadable shard ({exc})") from None
+    by_agent = Counter(r["agent"] for r in rows)
+    for agent, count in sorted(by_agent.items()):
+        episodes = [r for r in rows if r["agent"] == agent]
+        steps = sum(r["num_steps"] for r in episodes)
+        ok = sum(s["success"] for r in episodes for s in r["steps"])
+        splits = Counter(r["split"] for r in episodes)
+        print(f"{agent}: {count} episodes, {steps} steps ({ok / max(steps, 1):.1%} succeeded), "
+              f"{sum(r['success'] for r in episodes)} episodes successful, splits {dict(sorted(splits.items()))}")
+    for agent in sorted(by_agent):
+        r = next(r for r in rows if r["agent"] == agent and r["num_steps"] > 0)
+        print(f"\n--- {r['episode_id']} ({r['activity'] or 'exploration'}) ---")
+        print(r["initial_state_text"])
+        for s in r["steps"][: args.steps]:
+            outcome = s["change_text"] if s["success"] else f"(failed: {s['failure']})"
+            print(f"  {s['action_text']:<32} {outcome}")
+
+
+def run(args: argparse.Namespace) -> None:
+    """Execute a program file (activity line, description line, [VERB] <obj> (id) lines) on a scene graph."""
+    from e2wm.simulator.text import describe_action, describe_change
+    from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator
+    from e2wm.simulator.virtualhome.resources import load_json, load_program
+
+    program = load_program(args.program, args.scene_graph)
+    graph = load_json(args.scene_graph) if args.scene_graph else program.graphs()[0]
+    if isinstance(graph, dict) and "init_graph" in graph:
+        graph = graph["init_graph"]
+    sim = VirtualHomeSimulator(graph)
+    print(f"{program.activity}: {program.description}")
+    for action in program.actions():
+        result = sim.step(action)
+        outcome = describe_change(sim, result.change) if result.success else f"FAILED: {result.failure}"
+        print(f"  {describe_action(action):<32} {outcome}")
+        if not result.success:
+            raise E2WMError(f"step {action} failed: {result.failure}")
+
+
+def _shard_range(text: str) -> tuple[int, int]:
+    try:
+        first, last = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected FIRST:LAST shard numbers, got {text!r}") from None
+    return first, last
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from e2wm.collect import AGENTS
+    from e2wm.splits import SPLITS
+
+    parser = argparse.ArgumentParser(prog="e2wm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("collect", help=collect.__doc__, description=collect.__doc__)
+    p.add_argument("--agent", choices=AGENTS, default="replay", help="rollout agent")
+    p.add_argument("--episodes", type=int, default=None,
+                   help="episodes to collect (default: every program for replay/mcts, 100 for random)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes")
+    p.add_argument("--seed", type=int, default=0, help="run seed: same seed, byte-identical shards")
+    p.add_argument("--out", default="outputs/rollouts", help="output directory for the shards")
+    p.add_argument("--shard-size", type=int, default=32, help="episodes per shard")
+    p.add_argument("--shard-range", type=_shard_range, default=None, metavar="FIRST:LAST",
+                   help="make only shards FIRST..LAST-1 (to spread one run over machines)")
+    p.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS,
+                   help="draw programs and scene graphs from these splits")
+    p.add_argument("--scene-graph", default=None, help="random agent: start from this scene graph JSON")
+    p.add_argument("--length", type=int, default=20, help="random agent: steps per episode")
+    p.add_argument("--mcts-iterations", type=int, default=150, help="mcts agent: simulations per decision")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=collect)
+
+    p = sub.add_parser("inspect", help=inspect.__doc__, description=inspect.__doc__)
+    p.add_argument("dir", help="directory of rollout shards")
+    p.add_argument("--steps", type=int, default=8, help="steps to show per example episode")
+    p.set_defaults(func=inspect)
+
+    p = sub.add_parser("run", help=run.__doc__, description=run.__doc__)
+    p.add_argument("program", help="program file")
+    p.add_argument("--scene-graph", default=None,
+                   help="initial scene graph JSON (default: the program's shipped graph)")
+    p.set_defaults(func=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except E2WMError as exc:
+        print(f"e2wm {args.command}: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print(f"e2wm {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()
