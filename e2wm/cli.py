@@ -5,18 +5,26 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
-from pathlib import Path
 
 from e2wm.errors import E2WMError
 
 
 def collect(args: argparse.Namespace) -> None:
     """Collect rollouts from an agent into sharded Parquet that datasets.load_dataset("parquet") reads."""
-    from e2wm.collect import CollectConfig, collect as run_collect
+    from e2wm.collect import CollectConfig
+    from e2wm.collect import collect as run_collect
 
-    config = CollectConfig(agent=args.agent, out=args.out, episodes=args.episodes, workers=args.workers,
-                           seed=args.seed, shard_size=args.shard_size, shard_range=args.shard_range,
-                           splits=tuple(args.splits), scene_graph=args.scene_graph)
+    config = CollectConfig(
+        agent=args.agent,
+        out=args.out,
+        episodes=args.episodes,
+        workers=args.workers,
+        seed=args.seed,
+        shard_size=args.shard_size,
+        shard_range=args.shard_range,
+        splits=tuple(args.splits),
+        scene_graph=args.scene_graph,
+    )
     config.mcts.iterations = args.mcts_iterations
     config.explore.length = args.length
     paths = run_collect(config, progress=not args.quiet)
@@ -27,7 +35,9 @@ def inspect(args: argparse.Namespace) -> None:
     """Summarise the rollout shards in a directory and print one episode of each agent."""
     import pyarrow.parquet as pq
 
-    files = sorted(Path(args.dir).glob("*.parquet"))
+    from e2wm.collect import shard_files
+
+    files = shard_files(args.dir)
     if not files:
         raise E2WMError(f"{args.dir}: no .parquet shards")
     try:
@@ -39,9 +49,12 @@ def inspect(args: argparse.Namespace) -> None:
         episodes = [r for r in rows if r["agent"] == agent]
         steps = sum(r["num_steps"] for r in episodes)
         ok = sum(s["success"] for r in episodes for s in r["steps"])
-        splits = Counter(r["split"] for r in episodes)
-        print(f"{agent}: {count} episodes, {steps} steps ({ok / max(steps, 1):.1%} succeeded), "
-              f"{sum(r['success'] for r in episodes)} episodes successful, splits {dict(sorted(splits.items()))}")
+        splits = dict(sorted(Counter(r["split"] for r in episodes).items()))
+        successful = sum(r["success"] for r in episodes)
+        print(
+            f"{agent}: {count} episodes, {steps} steps ({ok / max(steps, 1):.1%} succeeded), "
+            f"{successful} episodes successful, splits {splits}"
+        )
     for agent in sorted(by_agent):
         r = next(r for r in rows if r["agent"] == agent and r["num_steps"] > 0)
         print(f"\n--- {r['episode_id']} ({r['activity'] or 'exploration'}) ---")
@@ -61,11 +74,19 @@ def run(args: argparse.Namespace) -> None:
     graph = load_json(args.scene_graph) if args.scene_graph else program.graphs()[0]
     if isinstance(graph, dict) and "init_graph" in graph:
         graph = graph["init_graph"]
-    sim = VirtualHomeSimulator(graph)
+    if args.unity:
+        from e2wm.simulator.virtualhome.unity import UnitySimulator
+
+        host, _, port = args.unity.rpartition(":")
+        sim = UnitySimulator(host or "127.0.0.1", int(port) if port.isdigit() else 8080)
+        sim.reset(graph)
+    else:
+        sim = VirtualHomeSimulator(graph)
     print(f"{program.activity}: {program.description}")
     for action in program.actions():
         result = sim.step(action)
-        outcome = describe_change(sim, result.change) if result.success else f"FAILED: {result.failure}"
+        view = sim if isinstance(sim, VirtualHomeSimulator) else VirtualHomeSimulator(sim.graph())
+        outcome = describe_change(view, result.change) if result.success else f"FAILED: {result.failure}"
         print(f"  {describe_action(action):<32} {outcome}")
         if not result.success:
             raise E2WMError(f"step {action} failed: {result.failure}")
@@ -88,16 +109,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("collect", help=collect.__doc__, description=collect.__doc__)
     p.add_argument("--agent", choices=AGENTS, default="replay", help="rollout agent")
-    p.add_argument("--episodes", type=int, default=None,
-                   help="episodes to collect (default: every program for replay/mcts, 100 for random)")
+    p.add_argument(
+        "--episodes",
+        type=int,
+        default=None,
+        help="episodes to collect (default: every program for replay/mcts, 100 for random)",
+    )
     p.add_argument("--workers", type=int, default=1, help="worker processes")
     p.add_argument("--seed", type=int, default=0, help="run seed: same seed, byte-identical shards")
     p.add_argument("--out", default="outputs/rollouts", help="output directory for the shards")
     p.add_argument("--shard-size", type=int, default=32, help="episodes per shard")
-    p.add_argument("--shard-range", type=_shard_range, default=None, metavar="FIRST:LAST",
-                   help="make only shards FIRST..LAST-1 (to spread one run over machines)")
-    p.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS,
-                   help="draw programs and scene graphs from these splits")
+    p.add_argument(
+        "--shard-range",
+        type=_shard_range,
+        default=None,
+        metavar="FIRST:LAST",
+        help="make only shards FIRST..LAST-1 (to spread one run over machines)",
+    )
+    p.add_argument(
+        "--splits",
+        nargs="+",
+        default=list(SPLITS),
+        choices=SPLITS,
+        help="draw programs and scene graphs from these splits",
+    )
     p.add_argument("--scene-graph", default=None, help="random agent: start from this scene graph JSON")
     p.add_argument("--length", type=int, default=20, help="random agent: steps per episode")
     p.add_argument("--mcts-iterations", type=int, default=150, help="mcts agent: simulations per decision")
@@ -111,8 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help=run.__doc__, description=run.__doc__)
     p.add_argument("program", help="program file")
-    p.add_argument("--scene-graph", default=None,
-                   help="initial scene graph JSON (default: the program's shipped graph)")
+    p.add_argument(
+        "--scene-graph", default=None, help="initial scene graph JSON (default: the program's shipped graph)"
+    )
+    p.add_argument(
+        "--unity",
+        default=None,
+        metavar="HOST:PORT",
+        help="run in a running Unity build of VirtualHome instead of the symbolic simulator",
+    )
     p.set_defaults(func=run)
     return parser
 
@@ -124,6 +166,8 @@ def main(argv: list[str] | None = None) -> None:
     except E2WMError as exc:
         print(f"e2wm {args.command}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except BrokenPipeError:  # output piped into a pager or head that closed early
+        sys.stderr.close()
     except KeyboardInterrupt:
         print(f"e2wm {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         raise SystemExit(130) from None

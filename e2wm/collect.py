@@ -33,23 +33,62 @@ from e2wm.splits import SPLITS, split_of
 AGENTS = ("replay", "mcts", "random")
 
 _EDGE = pa.struct([("from_id", pa.int64()), ("relation", pa.string()), ("to_id", pa.int64())])
-_STEP = pa.struct([
-    ("index", pa.int32()), ("action", pa.string()), ("verb", pa.string()), ("object_ids", pa.list_(pa.int64())),
-    ("object_names", pa.list_(pa.string())), ("action_text", pa.string()), ("success", pa.bool_()),
-    ("failure", pa.string()),
-    ("node_changes", pa.list_(pa.struct([("id", pa.int64()), ("name", pa.string()),
-                                         ("added", pa.list_(pa.string())), ("removed", pa.list_(pa.string()))]))),
-    ("edges_added", pa.list_(_EDGE)), ("edges_removed", pa.list_(_EDGE)),
-    ("change_text", pa.string()), ("state_text", pa.string()),
-])
-_PREDICATE = pa.struct([("subject_id", pa.int64()), ("subject", pa.string()), ("relation", pa.string()),
-                        ("object_id", pa.int64()), ("object", pa.string())])
-SCHEMA = pa.schema([
-    ("episode_id", pa.string()), ("agent", pa.string()), ("scene", pa.string()), ("graph_id", pa.string()),
-    ("seed", pa.int64()), ("program_id", pa.string()), ("activity", pa.string()), ("description", pa.string()),
-    ("split", pa.string()), ("goal", pa.list_(_PREDICATE)), ("success", pa.bool_()), ("num_steps", pa.int32()),
-    ("initial_state_text", pa.string()), ("steps", pa.list_(_STEP)),
-])
+_STEP = pa.struct(
+    [
+        ("index", pa.int32()),
+        ("action", pa.string()),
+        ("verb", pa.string()),
+        ("object_ids", pa.list_(pa.int64())),
+        ("object_names", pa.list_(pa.string())),
+        ("action_text", pa.string()),
+        ("success", pa.bool_()),
+        ("failure", pa.string()),
+        (
+            "node_changes",
+            pa.list_(
+                pa.struct(
+                    [
+                        ("id", pa.int64()),
+                        ("name", pa.string()),
+                        ("added", pa.list_(pa.string())),
+                        ("removed", pa.list_(pa.string())),
+                    ]
+                )
+            ),
+        ),
+        ("edges_added", pa.list_(_EDGE)),
+        ("edges_removed", pa.list_(_EDGE)),
+        ("change_text", pa.string()),
+        ("state_text", pa.string()),
+    ]
+)
+_PREDICATE = pa.struct(
+    [
+        ("subject_id", pa.int64()),
+        ("subject", pa.string()),
+        ("relation", pa.string()),
+        ("object_id", pa.int64()),
+        ("object", pa.string()),
+    ]
+)
+SCHEMA = pa.schema(
+    [
+        ("episode_id", pa.string()),
+        ("agent", pa.string()),
+        ("scene", pa.string()),
+        ("graph_id", pa.string()),
+        ("seed", pa.int64()),
+        ("program_id", pa.string()),
+        ("activity", pa.string()),
+        ("description", pa.string()),
+        ("split", pa.string()),
+        ("goal", pa.list_(_PREDICATE)),
+        ("success", pa.bool_()),
+        ("num_steps", pa.int32()),
+        ("initial_state_text", pa.string()),
+        ("steps", pa.list_(_STEP)),
+    ]
+)
 
 
 @dataclass
@@ -76,7 +115,9 @@ class CollectConfig:
         if self.workers < 1 or self.shard_size < 1:
             raise E2WMError("--workers and --shard-size must be at least 1")
         if self.scene_graph is not None and self.agent != "random":
-            raise E2WMError("--scene-graph applies to --agent random (replay and mcts use the programs' graphs)")
+            raise E2WMError(
+                "--scene-graph applies to --agent random (replay and mcts use the programs' graphs)"
+            )
         unknown = set(self.splits) - set(SPLITS)
         if unknown:
             raise E2WMError(f"unknown split(s) {sorted(unknown)}: choose from {', '.join(SPLITS)}")
@@ -103,8 +144,9 @@ def num_episodes(config: CollectConfig, n_programs: int) -> int:
     return config.episodes or (n_programs if config.agent == "mcts" else 100)
 
 
-def run_episode(sim: VirtualHomeSimulator, config: CollectConfig, programs: list[Program],
-                index: int) -> dict[str, Any]:
+def run_episode(
+    sim: VirtualHomeSimulator, config: CollectConfig, programs: list[Program], index: int
+) -> dict[str, Any]:
     """Episode ``index`` of the run: a function of (agent, seed, index) alone."""
     seed = episode_seed(config.seed, config.agent, index)
     episode_id = f"{config.agent}-s{config.seed}-{index:06d}"
@@ -130,6 +172,11 @@ def _user_graph(path: str) -> dict[str, Any]:
 
 def shard_path(config: CollectConfig, shard: int, n_shards: int) -> Path:
     return Path(config.out) / f"{config.agent}-{shard:05d}-of-{n_shards:05d}.parquet"
+
+
+def shard_files(directory: str | os.PathLike) -> list[Path]:
+    """The finished shards in a directory (temporary files of a running job are hidden)."""
+    return sorted(p for p in Path(directory).glob("*.parquet") if not p.name.startswith("."))
 
 
 def write_parquet(table: pa.Table, path: Path) -> None:
@@ -178,8 +225,10 @@ def collect(config: CollectConfig, progress: bool = True) -> list[Path]:
         previous = json.loads(manifest_path.read_text())
         if previous != manifest:
             changed = sorted(k for k in manifest if previous.get(k) != manifest[k])
-            raise E2WMError(f"{out} holds {config.agent} shards of a different run (differs in: "
-                            f"{', '.join(changed)}); use another --out or remove them")
+            raise E2WMError(
+                f"{out} holds {config.agent} shards of a different run (differs in: "
+                f"{', '.join(changed)}); use another --out or remove them"
+            )
     else:
         tmp = manifest_path.with_name(".tmp" + manifest_path.name)
         tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
@@ -189,11 +238,17 @@ def collect(config: CollectConfig, progress: bool = True) -> list[Path]:
     first, last = config.shard_range or (0, n_shards)
     if not 0 <= first < last <= n_shards:
         raise E2WMError(f"--shard-range {first}:{last} is outside 0:{n_shards}")
-    shards = [(k * config.shard_size, min(n, (k + 1) * config.shard_size), k, shard_path(config, k, n_shards))
-              for k in range(first, last)]
+    shards = [
+        (k * config.shard_size, min(n, (k + 1) * config.shard_size), k, shard_path(config, k, n_shards))
+        for k in range(first, last)
+    ]
     todo = [job for job in shards if not job[3].exists()]
-    bar = tqdm(total=sum(stop - start for start, stop, _, _ in shards), disable=not progress,
-               desc=f"collect {config.agent}", unit="episode")
+    bar = tqdm(
+        total=sum(stop - start for start, stop, _, _ in shards),
+        disable=not progress,
+        desc=f"collect {config.agent}",
+        unit="episode",
+    )
     bar.update(sum(stop - start for start, stop, _, path in shards if path.exists()))
     if config.workers == 1 or len(todo) <= 1:
         _init_worker(config, programs)

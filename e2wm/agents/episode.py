@@ -22,8 +22,10 @@ def step_record(sim: VirtualHomeSimulator, index: int, result: StepResult) -> di
         "action_text": describe_action(result.action),
         "success": result.success,
         "failure": humanize(result.failure) if result.failure else None,
-        "node_changes": [{"id": n.id, "name": n.name, "added": list(n.added), "removed": list(n.removed)}
-                         for n in change.nodes],
+        "node_changes": [
+            {"id": n.id, "name": n.name, "added": list(n.added), "removed": list(n.removed)}
+            for n in change.nodes
+        ],
         "edges_added": [asdict(e) for e in change.edges_added],
         "edges_removed": [asdict(e) for e in change.edges_removed],
         "change_text": describe_change(sim, change),
@@ -31,12 +33,36 @@ def step_record(sim: VirtualHomeSimulator, index: int, result: StepResult) -> di
     }
 
 
-def episode_record(*, episode_id: str, agent: str, scene: str, graph_id: str, seed: int,
-                   program_id: str | None, activity: str | None, description: str | None, split: str,
-                   goal: list[dict[str, Any]], success: bool, steps: list[dict[str, Any]],
-                   initial_state_text: str) -> dict[str, Any]:
+def episode_record(
+    *,
+    episode_id: str,
+    agent: str,
+    scene: str,
+    graph_id: str,
+    seed: int,
+    program_id: str | None,
+    activity: str | None,
+    description: str | None,
+    split: str,
+    goal: list[dict[str, Any]],
+    success: bool,
+    steps: list[dict[str, Any]],
+    initial_state_text: str,
+) -> dict[str, Any]:
     """One episode row. ``graph_id`` names the program whose initial graph the episode starts from."""
-    return {"episode_id": episode_id, "agent": agent, "scene": scene, "graph_id": graph_id, "seed": seed,
-            "program_id": program_id, "activity": activity, "description": description, "split": split,
-            "goal": goal, "success": success, "num_steps": len(steps), "initial_state_text": initial_state_text,
-            "steps": steps}
+    return {
+        "episode_id": episode_id,
+        "agent": agent,
+        "scene": scene,
+        "graph_id": graph_id,
+        "seed": seed,
+        "program_id": program_id,
+        "activity": activity,
+        "description": description,
+        "split": split,
+        "goal": goal,
+        "success": success,
+        "num_steps": len(steps),
+        "initial_state_text": initial_state_text,
+        "steps": steps,
+    }

@@ -17,9 +17,18 @@ class ExploreConfig:
     """Episode length and how much each verb is preferred (verbs not listed weigh ``other_weight``)."""
 
     length: int = 20
-    verb_weights: dict[str, float] = field(default_factory=lambda: {
-        "WALK": 2.0, "GRAB": 4.0, "PUTBACK": 3.0, "PUTIN": 3.0, "OPEN": 2.0, "CLOSE": 1.5,
-        "SWITCHON": 1.5, "SWITCHOFF": 1.0})
+    verb_weights: dict[str, float] = field(
+        default_factory=lambda: {
+            "WALK": 2.0,
+            "GRAB": 4.0,
+            "PUTBACK": 3.0,
+            "PUTIN": 3.0,
+            "OPEN": 2.0,
+            "CLOSE": 1.5,
+            "SWITCHON": 1.5,
+            "SWITCHOFF": 1.0,
+        }
+    )
     other_weight: float = 0.3
 
 
@@ -34,8 +43,15 @@ def choose(actions: list[Any], config: ExploreConfig, rng: random.Random) -> Any
     return rng.choice(by_verb[verb])
 
 
-def explore_episode(sim: VirtualHomeSimulator, graph: dict[str, Any], graph_id: str, split: str,
-                    config: ExploreConfig, seed: int, episode_id: str) -> dict[str, Any]:
+def explore_episode(
+    sim: VirtualHomeSimulator,
+    graph: dict[str, Any],
+    graph_id: str,
+    split: str,
+    config: ExploreConfig,
+    seed: int,
+    episode_id: str,
+) -> dict[str, Any]:
     """Random valid actions from ``graph`` for ``config.length`` steps."""
     rng = random.Random(seed)
     sim.reset(graph)
@@ -46,6 +62,18 @@ def explore_episode(sim: VirtualHomeSimulator, graph: dict[str, Any], graph_id: 
         if not actions:
             break
         steps.append(step_record(sim, index, sim.step(choose(actions, config, rng))))
-    return episode_record(episode_id=episode_id, agent="random", scene=SCENE, graph_id=graph_id, seed=seed,
-                          program_id=None, activity=None, description=None, split=split, goal=[],
-                          success=all(s["success"] for s in steps), steps=steps, initial_state_text=initial_text)
+    return episode_record(
+        episode_id=episode_id,
+        agent="random",
+        scene=SCENE,
+        graph_id=graph_id,
+        seed=seed,
+        program_id=None,
+        activity=None,
+        description=None,
+        split=split,
+        goal=[],
+        success=all(s["success"] for s in steps),
+        steps=steps,
+        initial_state_text=initial_text,
+    )

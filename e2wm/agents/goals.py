@@ -41,8 +41,13 @@ class Predicate:
         return self.object_id in state.ids_from(self.subject_id, Relation[self.relation])
 
     def to_record(self) -> dict[str, Any]:
-        return {"subject_id": self.subject_id, "subject": self.subject, "relation": self.relation,
-                "object_id": self.object_id, "object": self.object}
+        return {
+            "subject_id": self.subject_id,
+            "subject": self.subject,
+            "relation": self.relation,
+            "object_id": self.object_id,
+            "object": self.object,
+        }
 
 
 def goal_from_graphs(initial: dict[str, Any], final: dict[str, Any]) -> list[Predicate]:
@@ -55,8 +60,15 @@ def goal_from_graphs(initial: dict[str, Any], final: dict[str, Any]) -> list[Pre
             goal.append(Predicate(node["id"], node["class_name"], state))
 
     def edges(graph: dict[str, Any]) -> set[tuple[int, str, int]]:
-        return {(e["from_id"], "HOLDS" if e["relation_type"].startswith("HOLDS") else e["relation_type"], e["to_id"])
-                for e in graph["edges"] if e["relation_type"] in GOAL_RELATIONS}
+        return {
+            (
+                e["from_id"],
+                "HOLDS" if e["relation_type"].startswith("HOLDS") else e["relation_type"],
+                e["to_id"],
+            )
+            for e in graph["edges"]
+            if e["relation_type"] in GOAL_RELATIONS
+        }
 
     for src, rel, dst in sorted(edges(final) - edges(initial)):
         goal.append(Predicate(src, names[src], rel, dst, names[dst]))

@@ -58,7 +58,9 @@ class Plan:
 
 
 class MCTSPlanner:
-    def __init__(self, sim: VirtualHomeSimulator, goal: list[Predicate], config: MCTSConfig, rng: random.Random):
+    def __init__(
+        self, sim: VirtualHomeSimulator, goal: list[Predicate], config: MCTSConfig, rng: random.Random
+    ):
         self.sim, self.goal, self.config, self.rng = sim, goal, config, rng
         self.objects = relevant_objects(sim, goal)
 
@@ -95,8 +97,10 @@ class MCTSPlanner:
     def _select(self, node: _Node) -> tuple[Action, _Node]:
         c = self.config.exploration
         log_n = math.log(node.visits + 1)
-        return max(node.children.items(),
-                   key=lambda kv: kv[1].value / kv[1].visits + c * math.sqrt(log_n / kv[1].visits))
+        return max(
+            node.children.items(),
+            key=lambda kv: kv[1].value / kv[1].visits + c * math.sqrt(log_n / kv[1].visits),
+        )
 
     def _simulate(self, root: _Node, satisfied: int) -> list[Action] | None:
         """One UCT iteration; returns the full action sequence if it reached the goal."""
@@ -157,11 +161,19 @@ class MCTSPlanner:
                 break
             for action in chosen:
                 if not sim.step(action).success:
-                    raise RuntimeError(f"planned action {action} failed on replay")  # the simulator is deterministic
+                    raise RuntimeError(
+                        f"planned action {action} failed on replay"
+                    )  # the simulator is deterministic
                 satisfied = self._satisfied()
                 actions.append(action)
-                trace.append({"action": str(action), "visits": root.visits, "satisfied": satisfied,
-                              "from_solution": best is not None})
+                trace.append(
+                    {
+                        "action": str(action),
+                        "visits": root.visits,
+                        "satisfied": satisfied,
+                        "from_solution": best is not None,
+                    }
+                )
             stale = 0 if satisfied > best_satisfied else stale + 1
             best_satisfied = max(best_satisfied, satisfied)
         reached = satisfied == len(self.goal)
@@ -176,7 +188,7 @@ class MCTSPlanner:
         """Drop, one at a time, each action the plan still reaches the goal without."""
         i = len(actions) - 1
         while i >= 0:
-            candidate = actions[:i] + actions[i + 1:]
+            candidate = actions[:i] + actions[i + 1 :]
             mark = self.sim.mark()
             if all(self.sim.step(a).success for a in candidate) and self._satisfied() == len(self.goal):
                 actions = candidate
@@ -185,8 +197,9 @@ class MCTSPlanner:
         return actions
 
 
-def plan_episode(sim: VirtualHomeSimulator, program: Program, config: MCTSConfig, seed: int,
-                 episode_id: str) -> dict[str, Any]:
+def plan_episode(
+    sim: VirtualHomeSimulator, program: Program, config: MCTSConfig, seed: int, episode_id: str
+) -> dict[str, Any]:
     """Plan for ``program``'s goal from its initial graph, then record the plan's execution."""
     initial, final = program.graphs()
     goal = goal_from_graphs(initial, final)
@@ -196,7 +209,18 @@ def plan_episode(sim: VirtualHomeSimulator, program: Program, config: MCTSConfig
     plan = planner.plan()
     sim.reset(initial)
     steps = [step_record(sim, i, sim.step(a)) for i, a in enumerate(plan.actions)]
-    return episode_record(episode_id=episode_id, agent="mcts", scene=SCENE, graph_id=program.id, seed=seed,
-                          program_id=program.id, activity=program.activity, description=program.description,
-                          split=split_of(program), goal=[p.to_record() for p in goal], success=plan.reached,
-                          steps=steps, initial_state_text=initial_text)
+    return episode_record(
+        episode_id=episode_id,
+        agent="mcts",
+        scene=SCENE,
+        graph_id=program.id,
+        seed=seed,
+        program_id=program.id,
+        activity=program.activity,
+        description=program.description,
+        split=split_of(program),
+        goal=[p.to_record() for p in goal],
+        success=plan.reached,
+        steps=steps,
+        initial_state_text=initial_text,
+    )

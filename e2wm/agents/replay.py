@@ -26,8 +26,18 @@ def replay(sim: VirtualHomeSimulator, program: Program, seed: int = 0) -> dict[s
         if not result.success:
             success = False
             break
-    return episode_record(episode_id=f"replay-{program.id}", agent="replay", scene=SCENE, graph_id=program.id,
-                          seed=seed, program_id=program.id, activity=program.activity,
-                          description=program.description, split=split_of(program),
-                          goal=[p.to_record() for p in goal], success=success, steps=steps,
-                          initial_state_text=initial_text)
+    return episode_record(
+        episode_id=f"replay-{program.id}",
+        agent="replay",
+        scene=SCENE,
+        graph_id=program.id,
+        seed=seed,
+        program_id=program.id,
+        activity=program.activity,
+        description=program.description,
+        split=split_of(program),
+        goal=[p.to_record() for p in goal],
+        success=success,
+        steps=steps,
+        initial_state_text=initial_text,
+    )

@@ -9,18 +9,61 @@ from virtualhome_eval.simulation.evolving_graph.environment import Relation
 from e2wm.simulator.protocol import Action, StateChange
 from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator
 
-STATE_WORDS = {"OPEN": "open", "CLOSED": "closed", "ON": "on", "OFF": "off", "DIRTY": "dirty",
-               "CLEAN": "clean", "PLUGGED_IN": "plugged in", "PLUGGED_OUT": "unplugged"}
+STATE_WORDS = {
+    "OPEN": "open",
+    "CLOSED": "closed",
+    "ON": "on",
+    "OFF": "off",
+    "DIRTY": "dirty",
+    "CLEAN": "clean",
+    "PLUGGED_IN": "plugged in",
+    "PLUGGED_OUT": "unplugged",
+}
 AGENT_STATE_WORDS = {"SITTING": "sitting", "LYING": "lying down"}
-VERB_WORDS = {"WALK": "walk to", "RUN": "run to", "FIND": "find", "GRAB": "grab", "OPEN": "open",
-              "CLOSE": "close", "SWITCHON": "switch on", "SWITCHOFF": "switch off", "PUTBACK": "put",
-              "PUTIN": "put", "PUTOBJBACK": "put back", "SIT": "sit on", "LIE": "lie on", "STANDUP": "stand up",
-              "DROP": "drop", "RELEASE": "release", "DRINK": "drink from", "READ": "read", "WATCH": "watch",
-              "TYPE": "type on", "PLUGIN": "plug in", "PLUGOUT": "unplug", "PUTON": "put on",
-              "PUTOFF": "take off", "LOOKAT": "look at", "TURNTO": "turn to", "POINTAT": "point at",
-              "TOUCH": "touch", "WIPE": "wipe", "WASH": "wash", "RINSE": "rinse", "SCRUB": "scrub",
-              "SQUEEZE": "squeeze", "POUR": "pour", "CUT": "cut", "EAT": "eat", "GREET": "greet",
-              "PUSH": "push", "PULL": "pull", "MOVE": "move", "SLEEP": "sleep", "WAKEUP": "wake up"}
+VERB_WORDS = {
+    "WALK": "walk to",
+    "RUN": "run to",
+    "FIND": "find",
+    "GRAB": "grab",
+    "OPEN": "open",
+    "CLOSE": "close",
+    "SWITCHON": "switch on",
+    "SWITCHOFF": "switch off",
+    "PUTBACK": "put",
+    "PUTIN": "put",
+    "PUTOBJBACK": "put back",
+    "SIT": "sit on",
+    "LIE": "lie on",
+    "STANDUP": "stand up",
+    "DROP": "drop",
+    "RELEASE": "release",
+    "DRINK": "drink from",
+    "READ": "read",
+    "WATCH": "watch",
+    "TYPE": "type on",
+    "PLUGIN": "plug in",
+    "PLUGOUT": "unplug",
+    "PUTON": "put on",
+    "PUTOFF": "take off",
+    "LOOKAT": "look at",
+    "TURNTO": "turn to",
+    "POINTAT": "point at",
+    "TOUCH": "touch",
+    "WIPE": "wipe",
+    "WASH": "wash",
+    "RINSE": "rinse",
+    "SCRUB": "scrub",
+    "SQUEEZE": "squeeze",
+    "POUR": "pour",
+    "CUT": "cut",
+    "EAT": "eat",
+    "GREET": "greet",
+    "PUSH": "push",
+    "PULL": "pull",
+    "MOVE": "move",
+    "SLEEP": "sleep",
+    "WAKEUP": "wake up",
+}
 _PREPOSITION = {"PUTBACK": "on", "PUTIN": "in", "POUR": "into"}
 
 
@@ -68,15 +111,24 @@ def describe_state(sim: VirtualHomeSimulator, focus: Iterable[int] = (), agent: 
         if s in char_states:
             sentences.append(f"{agent} is {word}")
     held = sim.holds()
-    sentences.append(f"{agent} is holding " + (" and ".join(f"the {noun(sim.name(i))}" for i in held)
-                                                if held else "nothing"))
+    sentences.append(
+        f"{agent} is holding "
+        + (" and ".join(f"the {noun(sim.name(i))}" for i in held) if held else "nothing")
+    )
     for node_id in dict.fromkeys(focus):
-        if node_id == char or sim.node(node_id) is None or node_id in held \
-                or sim.node(node_id).category == "Rooms":
+        if (
+            node_id == char
+            or sim.node(node_id) is None
+            or node_id in held
+            or sim.node(node_id).category == "Rooms"
+        ):
             continue
         name = noun(sim.name(node_id))
-        words = [STATE_WORDS[s] for s in sorted(sim.states_of(node_id)) if s in STATE_WORDS and s not in
-                 ("CLEAN", "PLUGGED_IN")]
+        words = [
+            STATE_WORDS[s]
+            for s in sorted(sim.states_of(node_id))
+            if s in STATE_WORDS and s not in ("CLEAN", "PLUGGED_IN")
+        ]
         if words:
             sentences.append(f"the {name} is " + " and ".join(words))
         sentences += _place(sim, node_id, agent)
@@ -97,8 +149,11 @@ def describe_change(sim: VirtualHomeSimulator, change: StateChange, agent: str =
                 sentences.append(f"{agent} is {AGENT_STATE_WORDS[s]}")
             elif s in STATE_WORDS:
                 sentences.append(f"{who(node.id)} is {STATE_WORDS[s]}")
-        if node.id == char and any(s in AGENT_STATE_WORDS for s in node.removed) \
-                and not any(s in AGENT_STATE_WORDS for s in node.added):
+        if (
+            node.id == char
+            and any(s in AGENT_STATE_WORDS for s in node.removed)
+            and not any(s in AGENT_STATE_WORDS for s in node.added)
+        ):
             sentences.append(f"{agent} is standing")
     for edge in change.edges_added:
         dst = sim.node(edge.to_id)

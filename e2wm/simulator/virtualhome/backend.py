@@ -39,11 +39,26 @@ _ONE_TARGET: dict[str, tuple[set[Property], set[str]]] = {
     "PUTON": ({Property.CLOTHES}, set()),
     "PUTOFF": ({Property.CLOTHES}, set()),
 }
-_DESTINATION = {"PUTBACK": {Property.SURFACES}, "PUTIN": {Property.CONTAINERS, Property.CAN_OPEN},
-                "POUR": {Property.RECIPIENT}}
-_WALKABLE = {Property.GRABBABLE, Property.CAN_OPEN, Property.HAS_SWITCH, Property.SITTABLE, Property.LIEABLE,
-             Property.SURFACES, Property.CONTAINERS, Property.HAS_PLUG, Property.READABLE, Property.LOOKABLE,
-             Property.DRINKABLE, Property.EATABLE, Property.CLOTHES}
+_DESTINATION = {
+    "PUTBACK": {Property.SURFACES},
+    "PUTIN": {Property.CONTAINERS, Property.CAN_OPEN},
+    "POUR": {Property.RECIPIENT},
+}
+_WALKABLE = {
+    Property.GRABBABLE,
+    Property.CAN_OPEN,
+    Property.HAS_SWITCH,
+    Property.SITTABLE,
+    Property.LIEABLE,
+    Property.SURFACES,
+    Property.CONTAINERS,
+    Property.HAS_PLUG,
+    Property.READABLE,
+    Property.LOOKABLE,
+    Property.DRINKABLE,
+    Property.EATABLE,
+    Property.CLOTHES,
+}
 VERBS = ("WALK", "STANDUP", *_ONE_TARGET, *_DESTINATION)
 
 
@@ -53,7 +68,9 @@ def _script(action: Action) -> Script:
     except KeyError:
         raise E2WMError(f"unknown action verb [{action.verb}] in {action}") from None
     if len(action.targets) != vh_action.value[1]:
-        raise E2WMError(f"[{action.verb}] takes {vh_action.value[1]} object(s), got {len(action.targets)}: {action}")
+        raise E2WMError(
+            f"[{action.verb}] takes {vh_action.value[1]} object(s), got {len(action.targets)}: {action}"
+        )
     return Script([ScriptLine(vh_action, [ScriptObject(t.name, t.id) for t in action.targets], 1)])
 
 
@@ -126,13 +143,17 @@ class VirtualHomeSimulator:
 
     # --- the action space ------------------------------------------------------------------------------
 
-    def candidate_actions(self, objects: set[int] | None = None, verbs: tuple[str, ...] = VERBS) -> list[Action]:
+    def candidate_actions(
+        self, objects: set[int] | None = None, verbs: tuple[str, ...] = VERBS
+    ) -> list[Action]:
         """The agent's action space in this state: affordance-filtered, preconditions not yet checked.
 
         ``objects`` restricts targets to those node ids (rooms stay walkable); ``verbs`` the verbs.
         """
         state = self._require_state()
-        nodes = state.get_nodes() if objects is None else [n for i in sorted(objects) if (n := state.get_node(i))]
+        nodes = (
+            state.get_nodes() if objects is None else [n for i in sorted(objects) if (n := state.get_node(i))]
+        )
         candidates: list[Action] = []
         if "WALK" in verbs:
             rooms = state.get_nodes_by_attr("category", "Rooms")
@@ -142,13 +163,20 @@ class VirtualHomeSimulator:
             candidates.append(Action("STANDUP"))
         for verb, (props, names) in _ONE_TARGET.items():
             if verb in verbs:
-                candidates += [Action(verb, (Target(n.class_name, n.id),)) for n in nodes
-                               if n.properties & props or n.class_name in names]
+                candidates += [
+                    Action(verb, (Target(n.class_name, n.id),))
+                    for n in nodes
+                    if n.properties & props or n.class_name in names
+                ]
         held = [state.get_node(i) for i in self.holds()]
         for verb, props in _DESTINATION.items():
             if verb in verbs:
-                candidates += [Action(verb, (Target(h.class_name, h.id), Target(n.class_name, n.id)))
-                               for h in held for n in nodes if n.properties & props and n.id != h.id]
+                candidates += [
+                    Action(verb, (Target(h.class_name, h.id), Target(n.class_name, n.id)))
+                    for h in held
+                    for n in nodes
+                    if n.properties & props and n.id != h.id
+                ]
         return list(dict.fromkeys(candidates))
 
     def valid_actions(self, objects: set[int] | None = None, verbs: tuple[str, ...] = VERBS) -> list[Action]:
@@ -158,8 +186,11 @@ class VirtualHomeSimulator:
         # room (the executor's closed-door check always passes). Checked directly: walks dominate the space.
         char = self.node(self._require_state().char_id)
         can_walk = not ({State.SITTING, State.LYING} & char.states)
-        return [a for a in candidates if (can_walk and self.room_of(a.targets[0].id) is not None
-                                          if a.verb == "WALK" else self.check(a))]
+        return [
+            a
+            for a in candidates
+            if (can_walk and self.room_of(a.targets[0].id) is not None if a.verb == "WALK" else self.check(a))
+        ]
 
     # --- reading the state -----------------------------------------------------------------------------
 
@@ -195,8 +226,10 @@ class VirtualHomeSimulator:
 
     def holds(self) -> list[int]:
         state = self._require_state()
-        return sorted(state.ids_from(state.char_id, Relation.HOLDS_RH) | state.ids_from(state.char_id,
-                                                                                         Relation.HOLDS_LH))
+        return sorted(
+            state.ids_from(state.char_id, Relation.HOLDS_RH)
+            | state.ids_from(state.char_id, Relation.HOLDS_LH)
+        )
 
     def is_sitting(self) -> bool:
         return State.SITTING in self.node(self._require_state().char_id).states

@@ -97,7 +97,9 @@ def load_program(path: str | os.PathLike, graph_path: str | os.PathLike | None =
     except FileNotFoundError:
         raise E2WMError(f"{path}: no such program file") from None
     if graph_path is None:
-        graph_path = Path(str(path).replace("executable_programs", "init_and_final_graphs")).with_suffix(".json")
+        graph_path = Path(str(path).replace("executable_programs", "init_and_final_graphs")).with_suffix(
+            ".json"
+        )
     return parse_program(text, path.stem, Path(graph_path))
 
 

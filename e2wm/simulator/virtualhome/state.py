@@ -65,8 +65,9 @@ def _node_from_dict(d: dict[str, Any]) -> GraphNode:
     props = {_enum(_PROPERTY, p, "property", node_id) for p in d.get("properties", ())}
     states = {_enum(_STATE, s, "state", node_id) for s in d.get("states", ())}
     # The bounding box is kept as the raw dict: only to_dict() reads it.
-    return GraphNode(node_id, class_name, props, states, d.get("category"), d.get("prefab_name"),
-                     d.get("bounding_box"))
+    return GraphNode(
+        node_id, class_name, props, states, d.get("category"), d.get("prefab_name"), d.get("bounding_box")
+    )
 
 
 class GraphState:
@@ -75,8 +76,11 @@ class GraphState:
     instance_selection = True
 
     def __init__(self, graph: dict[str, Any], name_equivalence: dict[str, list[str]] | None = None):
-        if not isinstance(graph, dict) or not isinstance(graph.get("nodes"), list) \
-                or not isinstance(graph.get("edges"), list):
+        if (
+            not isinstance(graph, dict)
+            or not isinstance(graph.get("nodes"), list)
+            or not isinstance(graph.get("edges"), list)
+        ):
             raise E2WMError("scene graph: expected a JSON object with 'nodes' and 'edges' lists")
         self._name_equivalence = name_equivalence or {}
         self.executor_data: dict[Any, Any] = {}
@@ -99,7 +103,9 @@ class GraphState:
             try:
                 src, rel, dst = e["from_id"], e["relation_type"], e["to_id"]
             except (KeyError, TypeError):
-                raise E2WMError(f"scene graph: edge without from_id/relation_type/to_id: {str(e)[:80]}") from None
+                raise E2WMError(
+                    f"scene graph: edge without from_id/relation_type/to_id: {str(e)[:80]}"
+                ) from None
             if src not in self._nodes or dst not in self._nodes:
                 raise E2WMError(f"scene graph: edge {src} {rel} {dst} names a node that does not exist")
             relation = _enum(_RELATION, rel, "relation", src)
@@ -184,9 +190,17 @@ class GraphState:
             new_states = {s.name for s in new.states} if new is not None else set()
             if old_states != new_states:
                 name = (new or old).class_name
-                change.nodes.append(NodeStateChange(node_id, name, tuple(sorted(new_states - old_states)),
-                                                    tuple(sorted(old_states - new_states))))
-        for (src, rel, dst), delta in sorted(edges.items(), key=lambda kv: (kv[0][0], kv[0][1].value, kv[0][2])):
+                change.nodes.append(
+                    NodeStateChange(
+                        node_id,
+                        name,
+                        tuple(sorted(new_states - old_states)),
+                        tuple(sorted(old_states - new_states)),
+                    )
+                )
+        for (src, rel, dst), delta in sorted(
+            edges.items(), key=lambda kv: (kv[0][0], kv[0][1].value, kv[0][2])
+        ):
             if delta > 0:
                 change.edges_added.append(Edge(src, rel.name, dst))
             elif delta < 0:
@@ -211,8 +225,11 @@ class GraphState:
                 key = (src, lvalue.relation)
                 return bool(self._new.get(key)) or bool(self._base.get(key))
             return lvalue.evaluate(self)
-        if (isinstance(lvalue, CountRelations) and type(lvalue.from_nodes) is AnyNode
-                and isinstance(lvalue.to_nodes, NodeInstanceFilter)):
+        if (
+            isinstance(lvalue, CountRelations)
+            and type(lvalue.from_nodes) is AnyNode
+            and isinstance(lvalue.to_nodes, NodeInstanceFilter)
+        ):
             return len(self._in.get((lvalue.to_nodes.node.id, lvalue.relation), ())) >= lvalue.min_value
         return lvalue.evaluate(self)
 
@@ -327,8 +344,9 @@ class GraphState:
         self._by_class.setdefault(node.class_name, []).append(node.id)
         self._node_list = None
 
-    def change_state(self, changers: Iterable[Any], node: Any = None, obj: Any = None,
-                     in_place: bool = False) -> GraphState:
+    def change_state(
+        self, changers: Iterable[Any], node: Any = None, obj: Any = None, in_place: bool = False
+    ) -> GraphState:
         """Apply changes in place (the log makes copies unnecessary) and return this state."""
         if obj is not None and node is not None:
             self._set(_SCRIPT_OBJ, self._script_objects, (obj.name, obj.instance), node.id)
@@ -348,7 +366,9 @@ class GraphState:
                             for src in list(self._in.get((n1.id, rel), ())):
                                 self._delete(src, rel, n1.id)
             elif kind is AddEdges and type(changer.to_node) is ObjectInsideNode:
-                inside = [self._nodes[i] for i in self.ids_to(changer.to_node.container_node.id, Relation.INSIDE)]
+                inside = [
+                    self._nodes[i] for i in self.ids_to(changer.to_node.container_node.id, Relation.INSIDE)
+                ]
                 for n1 in list(changer.from_node.enumerate(self)):
                     for n2 in inside:
                         self.add_edge(n1, changer.relation, n2)
@@ -367,13 +387,22 @@ class GraphState:
 
     def to_dict(self) -> dict[str, Any]:
         """The graph in VirtualHome's JSON format."""
-        nodes = [{"id": n.id, "class_name": n.class_name, "category": n.category,
-                  "properties": sorted(p.name for p in n.properties),
-                  "states": sorted(s.name for s in n.states),
-                  "prefab_name": n.prefab_name, "bounding_box": _bbox(n.bounding_box)}
-                 for n in self._nodes.values()]
-        edges = [{"from_id": src, "relation_type": rel.name, "to_id": dst}
-                 for src, rel, dst in sorted(self._edges(), key=lambda e: (e[0], e[1].value, e[2]))]
+        nodes = [
+            {
+                "id": n.id,
+                "class_name": n.class_name,
+                "category": n.category,
+                "properties": sorted(p.name for p in n.properties),
+                "states": sorted(s.name for s in n.states),
+                "prefab_name": n.prefab_name,
+                "bounding_box": _bbox(n.bounding_box),
+            }
+            for n in self._nodes.values()
+        ]
+        edges = [
+            {"from_id": src, "relation_type": rel.name, "to_id": dst}
+            for src, rel, dst in sorted(self._edges(), key=lambda e: (e[0], e[1].value, e[2]))
+        ]
         return {"nodes": nodes, "edges": edges}
 
     def edge_set(self) -> set[tuple[int, str, int]]:

@@ -1,0 +1,39 @@
+# e2wm: `make demo` runs the main job on the embedded defaults, `make test` runs the tests.
+# Both build .venv/ first if it is missing (`make setup`).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+OUT ?= outputs/demo
+QUICK ?=
+
+.PHONY: setup demo test bench lint clean
+
+setup: $(STAMP)
+
+# torch first, pinned: a CPU wheel is on disk, and a newer torch pulls gigabytes of CUDA packages.
+# virtualhome 2.3.0 pins dependencies that do not install on Python 3.11: install it without them.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet --no-deps virtualhome==2.3.0
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/e2wm collect --agent replay --workers 2 --out $(OUT)/rollouts
+	$(BIN)/e2wm collect --agent mcts --episodes 24 --workers 2 --shard-size 8 --out $(OUT)/rollouts
+	$(BIN)/e2wm collect --agent random --episodes 64 --workers 2 --shard-size 16 --out $(OUT)/rollouts
+	$(BIN)/e2wm inspect $(OUT)/rollouts
+
+test: setup
+	$(BIN)/pytest -q
+
+bench: setup
+	@for script in bench/*.py; do $(BIN)/python $$script $(if $(QUICK),--quick) || exit 1; done
+
+lint: setup
+	$(BIN)/ruff check e2wm tests bench
+
+clean:
+	rm -rf $(OUT) .pytest_cache

@@ -1,0 +1,33 @@
+"""Shared fixtures: a simulator on a shipped scene graph, and helpers to find nodes by class."""
+
+from __future__ import annotations
+
+import pytest
+
+from e2wm.simulator.protocol import Action
+from e2wm.simulator.virtualhome import resources
+from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator
+
+
+@pytest.fixture
+def drink_program() -> resources.Program:
+    """'Drink': walk to the dining room, open the cupboard, grab a glass, pour water, put it back."""
+    return resources.program_by_id("file628_2")
+
+
+@pytest.fixture
+def sim(drink_program: resources.Program) -> VirtualHomeSimulator:
+    return VirtualHomeSimulator(drink_program.graphs()[0])
+
+
+def node_id(sim: VirtualHomeSimulator, class_name: str) -> int:
+    """The lowest id of a node of that class."""
+    ids = sorted(n.id for n in sim.state.get_nodes_by_attr("class_name", class_name))
+    assert ids, f"no {class_name} in the scene"
+    return ids[0]
+
+
+def act(sim: VirtualHomeSimulator, verb: str, *class_names: str):
+    """Step ``[VERB] <a> (id) <b> (id)`` naming objects by class."""
+    line = f"[{verb}]" + "".join(f" <{c}> ({node_id(sim, c)})" for c in class_names)
+    return sim.step(Action.parse(line))
