@@ -7,7 +7,8 @@ from e2wm.simulator.text import describe_action, describe_change, describe_state
 
 
 def test_describe_action():
-    assert describe_action(Action.parse("[PUTIN] <food_salt> (1) <microwave> (2)")) == "Put food salt in microwave."
+    put = Action.parse("[PUTIN] <food_salt> (1) <microwave> (2)")
+    assert describe_action(put) == "Put food salt in microwave."
     assert describe_action(Action.parse("[SWITCHON] <tv> (3)")) == "Switch on tv."
     assert describe_action(Action.parse("[STANDUP]")) == "Stand up."
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from e2wm.agents.goals import Predicate
 from e2wm.simulator.protocol import StepResult
 from e2wm.simulator.text import describe_action, describe_change, describe_state
 from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator, humanize
+from e2wm.simulator.virtualhome.resources import SCENE, Program
+from e2wm.splits import split_of
 
 
 def step_record(sim: VirtualHomeSimulator, index: int, result: StepResult) -> dict[str, Any]:
@@ -37,31 +40,30 @@ def episode_record(
     *,
     episode_id: str,
     agent: str,
-    scene: str,
-    graph_id: str,
     seed: int,
-    program_id: str | None,
-    activity: str | None,
-    description: str | None,
-    split: str,
-    goal: list[dict[str, Any]],
-    success: bool,
     steps: list[dict[str, Any]],
     initial_state_text: str,
+    program: Program | None = None,
+    graph_id: str | None = None,
+    split: str | None = None,
+    goal: list[Predicate] = (),
+    success: bool | None = None,
 ) -> dict[str, Any]:
-    """One episode row. ``graph_id`` names the program whose initial graph the episode starts from."""
+    """One episode row. Program episodes take id, activity, description and split from ``program``;
+    ``graph_id`` names the program (or file) whose initial graph the episode starts from.
+    ``success`` defaults to every step having succeeded."""
     return {
         "episode_id": episode_id,
         "agent": agent,
-        "scene": scene,
-        "graph_id": graph_id,
+        "scene": SCENE,
+        "graph_id": graph_id or program.id,
         "seed": seed,
-        "program_id": program_id,
-        "activity": activity,
-        "description": description,
-        "split": split,
-        "goal": goal,
-        "success": success,
+        "program_id": program and program.id,
+        "activity": program and program.activity,
+        "description": program and program.description,
+        "split": split or split_of(program),
+        "goal": [p.to_record() for p in goal],
+        "success": all(s["success"] for s in steps) if success is None else success,
         "num_steps": len(steps),
         "initial_state_text": initial_state_text,
         "steps": steps,

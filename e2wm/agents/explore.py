@@ -9,7 +9,6 @@ from typing import Any
 from e2wm.agents.episode import episode_record, step_record
 from e2wm.simulator.text import describe_state
 from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator
-from e2wm.simulator.virtualhome.resources import SCENE
 
 
 @dataclass
@@ -65,15 +64,9 @@ def explore_episode(
     return episode_record(
         episode_id=episode_id,
         agent="random",
-        scene=SCENE,
-        graph_id=graph_id,
         seed=seed,
-        program_id=None,
-        activity=None,
-        description=None,
-        split=split,
-        goal=[],
-        success=all(s["success"] for s in steps),
         steps=steps,
         initial_state_text=initial_text,
+        graph_id=graph_id,
+        split=split,
     )

@@ -19,8 +19,7 @@ from e2wm.agents.goals import Predicate, goal_from_graphs, relevant_objects
 from e2wm.simulator.protocol import Action
 from e2wm.simulator.text import describe_state
 from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator
-from e2wm.simulator.virtualhome.resources import SCENE, Program
-from e2wm.splits import split_of
+from e2wm.simulator.virtualhome.resources import Program
 
 
 @dataclass
@@ -212,15 +211,10 @@ def plan_episode(
     return episode_record(
         episode_id=episode_id,
         agent="mcts",
-        scene=SCENE,
-        graph_id=program.id,
         seed=seed,
-        program_id=program.id,
-        activity=program.activity,
-        description=program.description,
-        split=split_of(program),
-        goal=[p.to_record() for p in goal],
-        success=plan.reached,
         steps=steps,
         initial_state_text=initial_text,
+        program=program,
+        goal=goal,
+        success=plan.reached,
     )

@@ -8,8 +8,7 @@ from e2wm.agents.episode import episode_record, step_record
 from e2wm.agents.goals import goal_from_graphs
 from e2wm.simulator.text import describe_state
 from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator
-from e2wm.simulator.virtualhome.resources import SCENE, Program
-from e2wm.splits import split_of
+from e2wm.simulator.virtualhome.resources import Program
 
 
 def replay(sim: VirtualHomeSimulator, program: Program, seed: int = 0) -> dict[str, Any]:
@@ -19,25 +18,17 @@ def replay(sim: VirtualHomeSimulator, program: Program, seed: int = 0) -> dict[s
     goal = goal_from_graphs(initial, final)
     steps = []
     initial_text = describe_state(sim, sorted({t.id for a in program.actions() for t in a.targets}))
-    success = True
     for index, action in enumerate(program.actions()):
         result = sim.step(action)
         steps.append(step_record(sim, index, result))
         if not result.success:
-            success = False
             break
     return episode_record(
         episode_id=f"replay-{program.id}",
         agent="replay",
-        scene=SCENE,
-        graph_id=program.id,
         seed=seed,
-        program_id=program.id,
-        activity=program.activity,
-        description=program.description,
-        split=split_of(program),
-        goal=[p.to_record() for p in goal],
-        success=success,
         steps=steps,
         initial_state_text=initial_text,
+        program=program,
+        goal=goal,
     )
