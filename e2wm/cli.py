@@ -27,6 +27,7 @@ def collect(args: argparse.Namespace) -> None:
     )
     config.mcts.iterations = args.mcts_iterations
     config.explore.length = args.length
+    config.explore.people = args.people
     paths = run_collect(config, progress=not args.quiet)
     print(f"{config.agent}: {len(paths)} shard(s) in {config.out}")
 
@@ -135,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--scene-graph", default=None, help="random agent: start from this scene graph JSON")
     p.add_argument("--length", type=int, default=20, help="random agent: steps per episode")
+    p.add_argument("--people", type=int, default=2, help="random agent: people acting in each episode")
     p.add_argument("--mcts-iterations", type=int, default=150, help="mcts agent: simulations per decision")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=collect)

@@ -36,6 +36,7 @@ _EDGE = pa.struct([("from_id", pa.int64()), ("relation", pa.string()), ("to_id",
 _STEP = pa.struct(
     [
         ("index", pa.int32()),
+        ("actor", pa.int32()),
         ("action", pa.string()),
         ("verb", pa.string()),
         ("object_ids", pa.list_(pa.int64())),

@@ -28,4 +28,4 @@ def test_change_and_state_views_follow_the_simulator(sim):
 
 def test_agent_name_is_configurable(sim):
     act(sim, "WALK", "cupboard")
-    assert describe_state(sim, agent="Mary").startswith("Mary is in the dining room.")
+    assert describe_state(sim, names=("Mary",)).startswith("Mary is in the dining room.")

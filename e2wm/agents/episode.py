@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
 from e2wm.agents.goals import Predicate
 from e2wm.simulator.protocol import StepResult
-from e2wm.simulator.text import describe_action, describe_change, describe_state
+from e2wm.simulator.text import AGENT, describe_action, describe_change, describe_state
 from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator, humanize
 from e2wm.simulator.virtualhome.resources import SCENE, Program
 from e2wm.splits import split_of
 
 
-def step_record(sim: VirtualHomeSimulator, index: int, result: StepResult) -> dict[str, Any]:
-    """One step as a flat, Parquet-friendly record."""
+def step_record(
+    sim: VirtualHomeSimulator, index: int, result: StepResult, actor: int = 0, names: Sequence[str] = AGENT
+) -> dict[str, Any]:
+    """One step of character ``actor`` as a flat, Parquet-friendly record; ``names`` name the characters."""
     change = result.change
     return {
         "index": index,
+        "actor": actor,
         "action": str(result.action),
         "verb": result.action.verb,
         "object_ids": [t.id for t in result.action.targets],
@@ -31,8 +35,8 @@ def step_record(sim: VirtualHomeSimulator, index: int, result: StepResult) -> di
         ],
         "edges_added": [asdict(e) for e in change.edges_added],
         "edges_removed": [asdict(e) for e in change.edges_removed],
-        "change_text": describe_change(sim, change),
-        "state_text": describe_state(sim, [t.id for t in result.action.targets]),
+        "change_text": describe_change(sim, change, names),
+        "state_text": describe_state(sim, [t.id for t in result.action.targets], names, actor),
     }
 
 

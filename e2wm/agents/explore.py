@@ -7,15 +7,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from e2wm.agents.episode import episode_record, step_record
-from e2wm.simulator.text import describe_state
+from e2wm.simulator.text import AGENT, describe_state
 from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator
 
 
 @dataclass
 class ExploreConfig:
-    """Episode length and how much each verb is preferred (verbs not listed weigh ``other_weight``)."""
+    """Episode length, how many people act, and how much each verb is preferred.
+
+    With several people, each step the acting person changes with probability ``switch``. Verbs not
+    listed in ``verb_weights`` weigh ``other_weight``.
+    """
 
     length: int = 20
+    people: int = 2
+    switch: float = 0.3
     verb_weights: dict[str, float] = field(
         default_factory=lambda: {
             "WALK": 2.0,
@@ -51,16 +57,27 @@ def explore_episode(
     seed: int,
     episode_id: str,
 ) -> dict[str, Any]:
-    """Random valid actions from ``graph`` for ``config.length`` steps."""
+    """Random valid actions of ``config.people`` people from ``graph`` for ``config.length`` steps.
+
+    Everyone but the scene's own character starts in a random room.
+    """
     rng = random.Random(seed)
     sim.reset(graph)
-    initial_text = describe_state(sim)
-    steps = []
+    rooms = sorted(n.id for n in sim.state.get_nodes_by_attr("category", "Rooms"))
+    for _ in range(config.people - 1):
+        sim.state.add_character(rng.choice(rooms))
+    names = AGENT if config.people == 1 else tuple(f"person {k + 1}" for k in range(config.people))
+    initial_text = " ".join(describe_state(sim, (), names, k) for k in range(config.people))
+    steps: list[dict[str, Any]] = []
+    actor = 0
     for index in range(config.length):
-        actions = sim.valid_actions()
+        if config.people > 1 and rng.random() < config.switch:
+            actor = rng.choice([k for k in range(config.people) if k != actor])
+        actions = sim.valid_actions(agent=actor)
         if not actions:
             break
-        steps.append(step_record(sim, index, sim.step(choose(actions, config, rng))))
+        action = choose(actions, config, rng)
+        steps.append(step_record(sim, index, sim.step(action, actor), actor, names))
     return episode_record(
         episode_id=episode_id,
         agent="random",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from virtualhome_eval.simulation.evolving_graph.environment import Relation
 
@@ -65,6 +65,7 @@ VERB_WORDS = {
     "WAKEUP": "wake up",
 }
 _PREPOSITION = {"PUTBACK": "on", "PUTIN": "in", "POUR": "into"}
+_QUIET = ("CLEAN", "PLUGGED_IN")  # usual states, not worth a sentence
 
 
 def noun(class_name: str) -> str:
@@ -86,13 +87,24 @@ def _sentence(text: str) -> str:
     return text[0].upper() + text[1:] + "."
 
 
-def _place(sim: VirtualHomeSimulator, node_id: int, agent: str) -> list[str]:
+AGENT = ("the agent",)
+
+
+def _who(sim: VirtualHomeSimulator, node_id: int, names: Sequence[str]) -> str:
+    """A character by its name in ``names`` (by index; ``person K`` past the end), else the object."""
+    chars = sim.state.char_ids
+    if node_id in chars:
+        k = chars.index(node_id)
+        return names[k] if k < len(names) else f"person {k + 1}"
+    return "the " + noun(sim.name(node_id))
+
+
+def _place(sim: VirtualHomeSimulator, node_id: int, names: Sequence[str]) -> list[str]:
     """Where a node is: on/inside other objects, else in its room."""
-    subject = agent if node_id == sim.state.char_id else "the " + noun(sim.name(node_id))
+    subject = _who(sim, node_id, names)
     out = []
-    state = sim.state
     for rel, word in ((Relation.ON, "on"), (Relation.INSIDE, "inside")):
-        for dst in sorted(state.ids_from(node_id, rel)):
+        for dst in sorted(sim.state.ids_from(node_id, rel)):
             if sim.node(dst).category != "Rooms":
                 out.append(f"{subject} is {word} the {noun(sim.name(dst))}")
     room = sim.room_of(node_id)
@@ -101,65 +113,52 @@ def _place(sim: VirtualHomeSimulator, node_id: int, agent: str) -> list[str]:
     return out
 
 
-def describe_state(sim: VirtualHomeSimulator, focus: Iterable[int] = (), agent: str = "the agent") -> str:
-    """The agent's situation (room, hands, posture) and the states and places of ``focus`` objects."""
-    state = sim.state
-    char = state.char_id
-    sentences = _place(sim, char, agent)
+def describe_state(
+    sim: VirtualHomeSimulator, focus: Iterable[int] = (), names: Sequence[str] = AGENT, actor: int = 0
+) -> str:
+    """Character ``actor``'s room, hands and posture, and the states and places of ``focus`` objects."""
+    char = sim.state.char_ids[actor]
+    agent = _who(sim, char, names)
+    sentences = _place(sim, char, names)
     char_states = sim.states_of(char)
-    for s, word in AGENT_STATE_WORDS.items():
-        if s in char_states:
-            sentences.append(f"{agent} is {word}")
-    held = sim.holds()
-    sentences.append(
-        f"{agent} is holding "
-        + (" and ".join(f"the {noun(sim.name(i))}" for i in held) if held else "nothing")
-    )
+    sentences += [f"{agent} is {word}" for s, word in AGENT_STATE_WORDS.items() if s in char_states]
+    held = sim.holds(actor)
+    things = " and ".join(f"the {noun(sim.name(i))}" for i in held) if held else "nothing"
+    sentences.append(f"{agent} is holding {things}")
     for node_id in dict.fromkeys(focus):
-        if (
-            node_id == char
-            or sim.node(node_id) is None
-            or node_id in held
-            or sim.node(node_id).category == "Rooms"
-        ):
+        node = sim.node(node_id)
+        if node is None or node_id in held or node.category in ("Rooms", "Characters"):
             continue
-        name = noun(sim.name(node_id))
-        words = [
-            STATE_WORDS[s]
-            for s in sorted(sim.states_of(node_id))
-            if s in STATE_WORDS and s not in ("CLEAN", "PLUGGED_IN")
-        ]
+        states = sorted(sim.states_of(node_id))
+        words = [STATE_WORDS[s] for s in states if s in STATE_WORDS and s not in _QUIET]
         if words:
-            sentences.append(f"the {name} is " + " and ".join(words))
-        sentences += _place(sim, node_id, agent)
+            sentences.append(f"the {noun(node.class_name)} is " + " and ".join(words))
+        sentences += _place(sim, node_id, names)
     return " ".join(_sentence(s) for s in sentences)
 
 
-def describe_change(sim: VirtualHomeSimulator, change: StateChange, agent: str = "the agent") -> str:
-    """What a step changed: new object states, new places, what the agent holds or let go of."""
-    char = sim.state.char_id
+def describe_change(sim: VirtualHomeSimulator, change: StateChange, names: Sequence[str] = AGENT) -> str:
+    """What a step changed: new object states, new places, what characters hold or let go of."""
+    chars = set(sim.state.char_ids)
 
     def who(node_id: int) -> str:
-        return agent if node_id == char else "the " + noun(sim.name(node_id))
+        return _who(sim, node_id, names)
 
     sentences = []
     for node in change.nodes:
         for s in node.added:
-            if node.id == char and s in AGENT_STATE_WORDS:
-                sentences.append(f"{agent} is {AGENT_STATE_WORDS[s]}")
+            if node.id in chars and s in AGENT_STATE_WORDS:
+                sentences.append(f"{who(node.id)} is {AGENT_STATE_WORDS[s]}")
             elif s in STATE_WORDS:
                 sentences.append(f"{who(node.id)} is {STATE_WORDS[s]}")
-        if (
-            node.id == char
-            and any(s in AGENT_STATE_WORDS for s in node.removed)
-            and not any(s in AGENT_STATE_WORDS for s in node.added)
-        ):
-            sentences.append(f"{agent} is standing")
+        postures = [s for s in (*node.added, *node.removed) if s in AGENT_STATE_WORDS]
+        if node.id in chars and postures and not any(s in AGENT_STATE_WORDS for s in node.added):
+            sentences.append(f"{who(node.id)} is standing")
     for edge in change.edges_added:
         dst = sim.node(edge.to_id)
         if edge.relation == "INSIDE" and dst.category == "Rooms":
-            if edge.from_id == char:
-                sentences.append(f"{agent} is in the {noun(dst.class_name)}")
+            if edge.from_id in chars:
+                sentences.append(f"{who(edge.from_id)} is in the {noun(dst.class_name)}")
         elif edge.relation == "INSIDE":
             sentences.append(f"{who(edge.from_id)} is inside the {noun(dst.class_name)}")
         elif edge.relation == "ON":

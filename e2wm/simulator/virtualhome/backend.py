@@ -105,7 +105,7 @@ class VirtualHomeSimulator:
 
     # --- acting -------------------------------------------------------------------------------------
 
-    def step(self, action: Action) -> StepResult:
+    def step(self, action: Action, agent: int = 0) -> StepResult:
         state = self._require_state()
         script = _script(action)
         for target in action.targets:
@@ -115,7 +115,7 @@ class VirtualHomeSimulator:
         info = ExecutionInfo()
         mark = state.mark()
         try:
-            result = next(_EXECUTORS[script[0].action].execute(script, state, info, 0, True, True), None)
+            result = next(_EXECUTORS[script[0].action].execute(script, state, info, agent, True, True), None)
         except Exception as exc:  # the executors signal some failures by raising  # noqa: BLE001
             state.rollback(mark)
             return StepResult(action, False, f"{type(exc).__name__}: {exc}", state.change_since(mark))
@@ -125,13 +125,14 @@ class VirtualHomeSimulator:
             return StepResult(action, False, reason, state.change_since(mark))
         return StepResult(action, True, None, state.change_since(mark))
 
-    def check(self, action: Action) -> bool:
+    def check(self, action: Action, agent: int = 0) -> bool:
         """Whether the action's preconditions hold now (nothing changes)."""
         state = self._require_state()
         script = _script(action)
         try:
             executor = _EXECUTORS[script[0].action]
-            return next(executor.execute(script, state, ExecutionInfo(), 0, False, False), None) is not None
+            outcome = executor.execute(script, state, ExecutionInfo(), agent, False, False)
+            return next(outcome, None) is not None
         except Exception:  # noqa: BLE001
             return False
 
@@ -144,9 +145,9 @@ class VirtualHomeSimulator:
     # --- the action space ------------------------------------------------------------------------------
 
     def candidate_actions(
-        self, objects: set[int] | None = None, verbs: tuple[str, ...] = VERBS
+        self, objects: set[int] | None = None, verbs: tuple[str, ...] = VERBS, agent: int = 0
     ) -> list[Action]:
-        """The agent's action space in this state: affordance-filtered, preconditions not yet checked.
+        """An agent's action space in this state: affordance-filtered, preconditions not yet checked.
 
         ``objects`` restricts targets to those node ids (rooms stay walkable); ``verbs`` the verbs.
         """
@@ -168,7 +169,7 @@ class VirtualHomeSimulator:
                     for n in nodes
                     if n.properties & props or n.class_name in names
                 ]
-        held = [state.get_node(i) for i in self.holds()]
+        held = [state.get_node(i) for i in self.holds(agent)]
         for verb, props in _DESTINATION.items():
             if verb in verbs:
                 candidates += [
@@ -179,18 +180,22 @@ class VirtualHomeSimulator:
                 ]
         return list(dict.fromkeys(candidates))
 
-    def valid_actions(self, objects: set[int] | None = None, verbs: tuple[str, ...] = VERBS) -> list[Action]:
-        """Actions of the agent's action space whose preconditions hold now."""
-        candidates = self.candidate_actions(objects, verbs)
+    def valid_actions(
+        self, objects: set[int] | None = None, verbs: tuple[str, ...] = VERBS, agent: int = 0
+    ) -> list[Action]:
+        """Actions of an agent's action space whose preconditions hold now."""
+        candidates = self.candidate_actions(objects, verbs, agent)
         # WALK's precondition, as the executor checks it: not sitting or lying, and the target is in a
         # room (the executor's closed-door check always passes). Checked directly: walks dominate the space.
-        char = self.node(self._require_state().char_id)
+        char = self.node(self._require_state().char_ids[agent])
         can_walk = not ({State.SITTING, State.LYING} & char.states)
-        return [
-            a
-            for a in candidates
-            if (can_walk and self.room_of(a.targets[0].id) is not None if a.verb == "WALK" else self.check(a))
-        ]
+
+        def valid(action: Action) -> bool:
+            if action.verb == "WALK":
+                return can_walk and self.room_of(action.targets[0].id) is not None
+            return self.check(action, agent)
+
+        return [a for a in candidates if valid(a)]
 
     # --- reading the state -----------------------------------------------------------------------------
 
@@ -224,15 +229,11 @@ class VirtualHomeSimulator:
         node = self.node(node_id)
         return {s.name for s in node.states} if node is not None else set()
 
-    def holds(self) -> list[int]:
+    def holds(self, agent: int = 0) -> list[int]:
+        """Ids of what an agent holds, in either hand."""
         state = self._require_state()
-        return sorted(
-            state.ids_from(state.char_id, Relation.HOLDS_RH)
-            | state.ids_from(state.char_id, Relation.HOLDS_LH)
-        )
-
-    def is_sitting(self) -> bool:
-        return State.SITTING in self.node(self._require_state().char_id).states
+        char = state.char_ids[agent]
+        return sorted(state.ids_from(char, Relation.HOLDS_RH) | state.ids_from(char, Relation.HOLDS_LH))
 
     def _require_state(self) -> GraphState:
         if self.state is None:

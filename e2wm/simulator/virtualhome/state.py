@@ -149,6 +149,8 @@ class GraphState:
             elif op == _NEW_NODE:
                 node = self._nodes.pop(args[0])
                 self._by_class[node.class_name].remove(node.id)
+                if node.id in self._char_ids:
+                    self._char_ids.remove(node.id)
                 self._max_node_id = args[1]
                 self._node_list = None
             elif op == _EXEC_DATA:
@@ -304,7 +306,22 @@ class GraphState:
 
     @property
     def char_id(self) -> int:
+        """The first character: the one single-agent episodes act with."""
         return self._char_ids[0]
+
+    @property
+    def char_ids(self) -> list[int]:
+        """Every character, by index (the executors' ``char_index``)."""
+        return list(self._char_ids)
+
+    def add_character(self, room_id: int) -> int:
+        """Add another character, standing in ``room_id``; returns its node id."""
+        first = self._nodes[self._char_ids[0]]
+        node = GraphNode(0, first.class_name, set(first.properties), set(), first.category, None, None)
+        self.add_node(node)
+        self._char_ids.append(node.id)
+        self.add_edge(node, Relation.INSIDE, self._nodes[room_id])
+        return node.id
 
     # --- mutations (EnvironmentState interface) -------------------------------------------------
 
