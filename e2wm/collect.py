@@ -87,6 +87,7 @@ SCHEMA = pa.schema(
         ("success", pa.bool_()),
         ("num_steps", pa.int32()),
         ("initial_state_text", pa.string()),
+        ("people_rooms", pa.list_(pa.int64())),
         ("steps", pa.list_(_STEP)),
     ]
 )

@@ -47,6 +47,7 @@ def episode_record(
     seed: int,
     steps: list[dict[str, Any]],
     initial_state_text: str,
+    people_rooms: list[int],
     program: Program | None = None,
     graph_id: str | None = None,
     split: str | None = None,
@@ -55,7 +56,8 @@ def episode_record(
 ) -> dict[str, Any]:
     """One episode row. Program episodes take id, activity, description and split from ``program``;
     ``graph_id`` names the program (or file) whose initial graph the episode starts from.
-    ``success`` defaults to every step having succeeded."""
+    ``people_rooms`` are the rooms each character starts in (the scene's own first); ``success``
+    defaults to every step having succeeded."""
     return {
         "episode_id": episode_id,
         "agent": agent,
@@ -70,5 +72,6 @@ def episode_record(
         "success": all(s["success"] for s in steps) if success is None else success,
         "num_steps": len(steps),
         "initial_state_text": initial_state_text,
+        "people_rooms": people_rooms,
         "steps": steps,
     }

@@ -68,6 +68,7 @@ def explore_episode(
         sim.state.add_character(rng.choice(rooms))
     names = AGENT if config.people == 1 else tuple(f"person {k + 1}" for k in range(config.people))
     initial_text = " ".join(describe_state(sim, (), names, k) for k in range(config.people))
+    people_rooms = [sim.room_of(char) for char in sim.state.char_ids]
     steps: list[dict[str, Any]] = []
     actor = 0
     for index in range(config.length):
@@ -84,6 +85,7 @@ def explore_episode(
         seed=seed,
         steps=steps,
         initial_state_text=initial_text,
+        people_rooms=people_rooms,
         graph_id=graph_id,
         split=split,
     )

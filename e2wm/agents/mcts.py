@@ -204,6 +204,7 @@ def plan_episode(
     goal = goal_from_graphs(initial, final)
     sim.reset(initial)
     planner = MCTSPlanner(sim, goal, config, random.Random(seed))
+    people_rooms = [sim.room_of(sim.state.char_id)]
     initial_text = describe_state(sim, sorted(planner.objects))
     plan = planner.plan()
     sim.reset(initial)
@@ -214,6 +215,7 @@ def plan_episode(
         seed=seed,
         steps=steps,
         initial_state_text=initial_text,
+        people_rooms=people_rooms,
         program=program,
         goal=goal,
         success=plan.reached,

@@ -17,6 +17,7 @@ def replay(sim: VirtualHomeSimulator, program: Program, seed: int = 0) -> dict[s
     sim.reset(initial)
     goal = goal_from_graphs(initial, final)
     steps = []
+    people_rooms = [sim.room_of(sim.state.char_id)]
     initial_text = describe_state(sim, sorted({t.id for a in program.actions() for t in a.targets}))
     for index, action in enumerate(program.actions()):
         result = sim.step(action)
@@ -29,6 +30,7 @@ def replay(sim: VirtualHomeSimulator, program: Program, seed: int = 0) -> dict[s
         seed=seed,
         steps=steps,
         initial_state_text=initial_text,
+        people_rooms=people_rooms,
         program=program,
         goal=goal,
     )
