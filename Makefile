@@ -23,8 +23,10 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/e2wm collect --agent replay --workers 2 --out $(OUT)/rollouts
 	$(BIN)/e2wm collect --agent mcts --episodes 24 --workers 2 --shard-size 8 --out $(OUT)/rollouts
-	$(BIN)/e2wm collect --agent random --episodes 64 --workers 2 --shard-size 16 --out $(OUT)/rollouts
+	$(BIN)/e2wm collect --agent random --episodes 300 --length 30 --workers 2 --shard-size 25 --out $(OUT)/rollouts
 	$(BIN)/e2wm inspect $(OUT)/rollouts
+	$(BIN)/e2wm build --rollouts $(OUT)/rollouts --out $(OUT)/corpus --overwrite --jsonl
+	$(BIN)/e2wm inspect $(OUT)/corpus
 
 test: setup
 	$(BIN)/pytest -q

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
+from pathlib import Path
 
 from e2wm.errors import E2WMError
 
@@ -33,8 +34,12 @@ def collect(args: argparse.Namespace) -> None:
 
 
 def inspect(args: argparse.Namespace) -> None:
-    """Summarise the rollout shards in a directory and print one episode of each agent."""
+    """Summarise rollout shards (one episode of each agent) or a built corpus (one example of each task)."""
     import pyarrow.parquet as pq
+
+    if (Path(args.dir) / "dataset_dict.json").exists():
+        _inspect_corpus(args.dir)
+        return
 
     from e2wm.collect import shard_files
 
@@ -65,6 +70,24 @@ def inspect(args: argparse.Namespace) -> None:
             print(f"  {s['action_text']:<32} {outcome}")
 
 
+def _inspect_corpus(directory: str) -> None:
+    import datasets
+
+    corpus = datasets.load_from_disk(directory)
+    splits = list(corpus)
+    counts = {split: Counter(corpus[split]["task"]) for split in splits}
+    tasks = sorted(set().union(*counts.values()))
+    print(f"{'task':<26}" + "".join(f"{s:>13}" for s in splits))
+    for task in tasks:
+        print(f"{task:<26}" + "".join(f"{counts[s][task]:>13}" for s in splits))
+    print(f"{'total':<26}" + "".join(f"{len(corpus[s]):>13}" for s in splits))
+    for task in tasks:
+        split = next(s for s in splits if counts[s][task])
+        example = corpus[split][corpus[split]["task"].index(task)]
+        prompt = example["prompt"] if len(example["prompt"]) < 600 else "..." + example["prompt"][-600:]
+        print(f"\n--- {task} ({split}) ---\n{prompt}{example['completion']}")
+
+
 def run(args: argparse.Namespace) -> None:
     """Execute a program file (activity line, description line, [VERB] <obj> (id) lines) on a scene graph."""
     from e2wm.simulator.text import describe_action, describe_change
@@ -91,6 +114,37 @@ def run(args: argparse.Namespace) -> None:
         print(f"  {describe_action(action):<32} {outcome}")
         if not result.success:
             raise E2WMError(f"step {action} failed: {result.failure}")
+
+
+def build(args: argparse.Namespace) -> None:
+    """Turn rollout shards into an embodied QA corpus: a datasets.DatasetDict saved to disk with its card."""
+    from e2wm.corpus.build import BuildConfig, push
+    from e2wm.corpus.build import build as run_build
+
+    config = BuildConfig(
+        rollouts=args.rollouts,
+        out=args.out,
+        tasks=tuple(args.tasks),
+        seed=args.seed,
+        shots=args.shots,
+        weights=dict(args.weights),
+        jsonl=args.jsonl,
+        overwrite=args.overwrite,
+    )
+    corpus = run_build(config, progress=not args.quiet)
+    for split, ds in corpus.items():
+        print(f"{split}: {len(ds)} examples")
+    if args.push_to_hub:
+        push(corpus, args.out, args.push_to_hub, args.private)
+        print(f"pushed to the Hub as dataset {args.push_to_hub}")
+
+
+def _weight(text: str) -> tuple[str, float]:
+    task, _, value = text.partition("=")
+    try:
+        return task, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected TASK=WEIGHT, got {text!r}") from None
 
 
 def _shard_range(text: str) -> tuple[int, int]:
@@ -141,8 +195,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=collect)
 
+    from e2wm.corpus.tasks import TASKS
+
+    p = sub.add_parser("build", help=build.__doc__, description=build.__doc__)
+    p.add_argument("--rollouts", required=True, help="directory of rollout shards from `e2wm collect`")
+    p.add_argument("--out", required=True, help="directory to save the corpus to")
+    p.add_argument(
+        "--tasks", nargs="+", default=list(TASKS), metavar="TASK", help=f"tasks: {', '.join(TASKS)}"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of narration, sampling and distractors")
+    p.add_argument("--shots", type=int, default=3, help="in-context train examples in prompt_kshot")
+    p.add_argument(
+        "--weights",
+        nargs="*",
+        type=_weight,
+        default=[],
+        metavar="TASK=W",
+        help="loss weight per task, stored per example (default 1)",
+    )
+    p.add_argument("--jsonl", action="store_true", help="also export each split as JSONL under OUT/jsonl/")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument(
+        "--push-to-hub", default=None, metavar="REPO", help="upload the corpus as this Hub dataset"
+    )
+    p.add_argument("--private", action="store_true", help="with --push-to-hub: a private dataset")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=build)
+
     p = sub.add_parser("inspect", help=inspect.__doc__, description=inspect.__doc__)
-    p.add_argument("dir", help="directory of rollout shards")
+    p.add_argument("dir", help="directory of rollout shards, or of a corpus from `e2wm build`")
     p.add_argument("--steps", type=int, default=8, help="steps to show per example episode")
     p.set_defaults(func=inspect)
 

@@ -1,0 +1,180 @@
+"""``e2wm build``: rollout shards -> a ``datasets.DatasetDict`` of embodied QA tasks, with its card.
+
+Each episode is re-executed once (``trace_episode``) and every selected task reads that trace. Examples
+take the split of their episode (train, validation, test_seen, test_unseen: programs split by base id
+and held-out activities, see ``e2wm.splits``). Train and validation examples whose prompt equals a test
+prompt, or whose plan is a test plan, are dropped. The corpus is written to a temporary directory and
+renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from e2wm.collect import SCHEMA, shard_files
+from e2wm.corpus.card import dataset_card
+from e2wm.corpus.context import Context
+from e2wm.corpus.tasks import TASKS
+from e2wm.corpus.trace import trace_episode
+from e2wm.errors import E2WMError
+from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator
+from e2wm.splits import SPLITS
+
+FEATURES = datasets.Features(
+    {
+        "task": datasets.Value("string"),
+        "prompt": datasets.Value("string"),
+        "completion": datasets.Value("string"),
+        "choices": datasets.Sequence(datasets.Value("string")),
+        "label": datasets.Value("int32"),
+        "split_group": datasets.Value("string"),
+        "weight": datasets.Value("float32"),
+        "episode_id": datasets.Value("string"),
+        "length": datasets.Value("int32"),
+        "meta": datasets.Value("string"),
+        "prompt_kshot": datasets.Value("string"),
+    }
+)
+
+
+@dataclass
+class BuildConfig:
+    """Where the rollouts are, where the corpus goes, and what it holds."""
+
+    rollouts: str
+    out: str
+    tasks: tuple[str, ...] = tuple(TASKS)
+    seed: int = 0
+    shots: int = 3  # in-context examples in ``prompt_kshot``, drawn from train
+    weights: dict[str, float] = field(default_factory=dict)  # task -> loss weight (default 1)
+    jsonl: bool = False
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        unknown = sorted(set(self.tasks) - set(TASKS)) + sorted(set(self.weights) - set(TASKS))
+        if unknown:
+            raise E2WMError(f"unknown task(s) {', '.join(unknown)}: choose from {', '.join(TASKS)}")
+        if not self.tasks:
+            raise E2WMError("no tasks selected")
+        if self.shots < 0:
+            raise E2WMError(f"--shots must be 0 or more, got {self.shots}")
+
+
+def load_episodes(directory: str) -> list[dict[str, Any]]:
+    """Every episode of every shard in ``directory``, sorted by id."""
+    files = shard_files(directory) if Path(directory).is_dir() else []
+    if not files:
+        raise E2WMError(f"{directory}: no rollout shards (*.parquet); run `e2wm collect` first")
+    episodes = []
+    for path in files:
+        try:
+            table = pq.read_table(path)
+        except Exception as exc:  # noqa: BLE001  # pyarrow raises several types for a corrupt file
+            raise E2WMError(f"{path}: unreadable shard ({str(exc).splitlines()[0]})") from None
+        missing = set(SCHEMA.names) - set(table.column_names)
+        if missing:
+            raise E2WMError(f"{path}: not a rollout shard (missing columns {', '.join(sorted(missing))})")
+        episodes += table.to_pylist()
+    return sorted(episodes, key=lambda e: e["episode_id"])
+
+
+def build_examples(episodes: list[dict[str, Any]], config: BuildConfig, progress: bool = True) -> list[dict]:
+    """Every selected task on every episode, each with its own seeded random stream."""
+    context = Context.from_episodes(episodes)
+    sim = VirtualHomeSimulator()
+    examples = []
+    for episode in tqdm(episodes, desc="build", unit="episode", disable=not progress):
+        trace = trace_episode(episode, sim)
+        for task in config.tasks:
+            rng = random.Random(f"{config.seed}:{episode['episode_id']}:{task}")
+            examples += TASKS[task](trace, context, rng)
+    return examples
+
+
+def drop_leaks(examples: list[dict]) -> tuple[list[dict], int]:
+    """Drop train/validation examples whose prompt is a test prompt, or whose plan is a test plan."""
+
+    def plan(e: dict) -> str | None:
+        return json.loads(e["meta"]).get("plan")
+
+    test = [e for e in examples if e["split"].startswith("test")]
+    prompts = {e["prompt"] for e in test}
+    plans = {plan(e) for e in test} - {None}
+    kept = [
+        e
+        for e in examples
+        if e["split"].startswith("test") or not (e["prompt"] in prompts or plan(e) in plans)
+    ]
+    return kept, len(examples) - len(kept)
+
+
+def add_shots(examples: list[dict], shots: int, seed: int) -> None:
+    """``prompt_kshot``: ``shots`` solved train examples of the task (other episodes), then the prompt."""
+    train: dict[str, list[dict]] = {}
+    for e in examples:
+        if e["split"] == "train":
+            train.setdefault(e["task"], []).append(e)
+    for e in examples:
+        rng = random.Random(f"{seed}:shots:{e['episode_id']}:{e['task']}")
+        pool = [t for t in train.get(e["task"], []) if t["episode_id"] != e["episode_id"]]
+        demos = rng.sample(pool, min(shots, len(pool)))
+        e["prompt_kshot"] = "".join(d["prompt"] + d["completion"] + "\n\n" for d in demos) + e["prompt"]
+
+
+def build(config: BuildConfig, progress: bool = True) -> datasets.DatasetDict:
+    """Build the corpus and save it (with its card, and JSONL if asked) to ``config.out``."""
+    config.validate()
+    datasets.disable_progress_bars()
+    out = Path(config.out)
+    if out.exists() and any(out.iterdir()) and not config.overwrite:
+        raise E2WMError(f"{out} exists and is not empty; pass --overwrite to replace it")
+    episodes = load_episodes(config.rollouts)
+    examples = build_examples(episodes, config, progress)
+    if not examples:
+        raise E2WMError(
+            f"the rollouts in {config.rollouts} gave no examples for tasks {', '.join(config.tasks)}"
+        )
+    examples, dropped = drop_leaks(examples)
+    add_shots(examples, config.shots, config.seed)
+    for e in examples:
+        e["weight"] = config.weights.get(e["task"], 1.0)
+    corpus = datasets.DatasetDict(
+        {
+            split: datasets.Dataset.from_list(
+                [{k: e[k] for k in FEATURES} for e in examples if e["split"] == split], features=FEATURES
+            )
+            for split in SPLITS
+        }
+    )
+    tmp = out.with_name(f".tmp-{out.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    corpus.save_to_disk(str(tmp))
+    agents = dict(sorted(Counter(e["agent"] for e in episodes).items()))
+    (tmp / "README.md").write_text(dataset_card(corpus, config, agents, dropped))
+    if config.jsonl:
+        (tmp / "jsonl").mkdir()
+        for split, ds in corpus.items():
+            ds.to_json(str(tmp / "jsonl" / f"{split}.jsonl"), lines=True)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return corpus
+
+
+def push(corpus: datasets.DatasetDict, out: str, repo_id: str, private: bool = False) -> None:
+    """Upload the corpus and its card to the Hugging Face Hub (token from HF_TOKEN or `hf auth login`)."""
+    from huggingface_hub import DatasetCard
+
+    corpus.push_to_hub(repo_id, private=private)
+    DatasetCard((Path(out) / "README.md").read_text()).push_to_hub(repo_id, repo_type="dataset")

@@ -1,0 +1,97 @@
+"""The dataset card (README.md) of a built corpus: tasks, true sizes, splits, provenance, licences."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import datasets
+import yaml
+
+from e2wm.corpus.tasks import TRACKING_TASKS
+
+TASK_DESCRIPTIONS = {
+    "plan_generation": "activity, items and initial conditions -> step-by-step plan",
+    "activity_recognition": "plan -> activity name (generative)",
+    "activity_recognition_mc": "plan -> activity name among distractors",
+    "activity_inference": "described state of a person -> plausible activity (multiple choice)",
+    "counting": "narrated episode -> how many moved items end up on/in a place, and which",
+    "object_path": "narrated multi-person episode -> rooms an object passed through, in order",
+    "object_location": "narrated episode -> where an object was before an event (multiple choice)",
+    "housework_qa": "activity -> an item used in it (multiple choice)",
+    "housework_qa_negation": "activity -> an item not used in it (multiple choice)",
+    "state_tracking_open": "narrated actions -> is an object open now (yes/no)",
+    "state_tracking_holding": "narrated actions -> what a person is holding",
+    "state_tracking_grab": "narrated actions -> can a person pick an object up, and if not why",
+}
+
+
+def dataset_card(corpus: datasets.DatasetDict, config: Any, agents: dict[str, int], dropped: int) -> str:
+    """README.md with Hub metadata and a table of the true per-task, per-split sizes."""
+    splits = list(corpus)
+    counts = {split: Counter(corpus[split]["task"]) for split in splits}
+    tasks = sorted(set().union(*counts.values()))
+    metadata = {
+        "language": ["en"],
+        "license": "mit",
+        "pretty_name": "e2wm embodied QA corpus",
+        "task_categories": ["question-answering", "text-generation"],
+        "tags": ["embodied", "virtualhome", "world-model", "e2wm"],
+        "size_categories": ["1K<n<10K" if sum(map(len, corpus.values())) < 10_000 else "10K<n<100K"],
+        "configs": [
+            {"config_name": "default", "data_files": [{"split": s, "path": f"data/{s}-*"} for s in splits]}
+        ],
+    }
+    header = "| task | what it asks | " + " | ".join(splits) + " |\n|---|---|" + "---|" * len(splits)
+    rows = [
+        f"| {t} | {TASK_DESCRIPTIONS.get(t, '')} | " + " | ".join(str(counts[s][t]) for s in splits) + " |"
+        for t in tasks
+    ]
+    totals = "| **total** | | " + " | ".join(str(len(corpus[s])) for s in splits) + " |"
+    weights = ", ".join(f"{t}={w}" for t, w in sorted(config.weights.items())) or "1.0 for every task"
+    return f"""---
+{yaml.safe_dump(metadata, sort_keys=False).strip()}
+---
+
+# e2wm embodied QA corpus
+
+Question-answer examples about a household, made from an agent's experience in the VirtualHome
+simulator by e2wm: replayed RobotHow programs, goal-directed MCTS plans
+and random multi-person exploration. Every answer is computed from simulator state; narration is
+templated English chosen by seed.
+
+## Tasks and sizes
+
+{header}
+{chr(10).join(rows)}
+{totals}
+
+Tracking tasks ({", ".join(TRACKING_TASKS)}) carry `length`, the number of episode steps the question
+covers, so accuracy can be reported by horizon.
+
+## Format
+
+Each example has `prompt` and `completion` (TRL prompt-completion format; the completion is the answer
+after a space, so completion-only loss works as is), `task`, `split_group` (`seen` or `unseen`
+activity), `choices` and `label` for multiple choice (`label` -1 otherwise), `weight` (the task's loss
+weight: {weights}), `episode_id`, `length`, `meta` (JSON: the facts the answer came from) and
+`prompt_kshot` (the prompt after {config.shots} solved train examples of the same task).
+
+## Splits
+
+`train`, `validation`, `test_seen`, `test_unseen`. Programs are divided by base program id, so variants of
+one program never straddle splits; whole activities are held out for `test_unseen`. Exploration episodes
+take the split of the program whose scene graph they start from. {dropped} train/validation examples
+whose prompt equals a test prompt, or whose plan is a test plan, were dropped.
+
+## How it was made
+
+`e2wm build --rollouts {config.rollouts} --seed {config.seed} --tasks {" ".join(config.tasks)}` from
+{sum(agents.values())} episodes ({", ".join(f"{n} {a}" for a, n in agents.items())}) of scene
+TrimmedTestScene1.
+
+## Licences of sources
+
+Scene graphs, programs and simulator semantics come from VirtualHome (MIT, per its repository) as shipped
+by the `virtualhome-eval` package (MIT). The corpus is released under MIT.
+"""

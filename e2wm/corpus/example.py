@@ -1,0 +1,85 @@
+"""The example format every task emits, and helpers the task builders share.
+
+An example has a ``prompt`` and a ``completion`` (TRL's prompt-completion format: the completion is
+the answer with a leading space), the ``task``, the ``split_group`` (seen / unseen activity), and for
+multiple choice the ``choices`` (plain strings) and the ``label`` (index of the answer; -1 otherwise).
+``length`` is the number of episode steps the example covers; ``meta`` holds, as JSON, the facts the
+answer was computed from, so tests can recompute answers from the rollouts.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+from e2wm.corpus.trace import Trace
+
+
+def example(
+    task: str,
+    trace: Trace,
+    prompt: str,
+    answer: str,
+    *,
+    choices: list[str] | None = None,
+    length: int | None = None,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    split = trace.episode["split"]
+    return {
+        "task": task,
+        "prompt": prompt,
+        "completion": " " + answer,
+        "choices": choices or [],
+        "label": choices.index(answer) if choices else -1,
+        "split": split,
+        "split_group": "unseen" if split == "test_unseen" else "seen",
+        "episode_id": trace.episode["episode_id"],
+        "length": len(trace.steps) if length is None else length,
+        "meta": json.dumps(meta or {}, sort_keys=True),
+    }
+
+
+def multiple_choice(answer: str, distractors: list[str], rng: random.Random) -> list[str]:
+    """The answer among the distractors, in a random order."""
+    choices = [answer, *distractors]
+    rng.shuffle(choices)
+    return choices
+
+
+def options(choices: list[str]) -> str:
+    return "Options: " + ", ".join(choices) + "."
+
+
+def plan_text(trace: Trace) -> str:
+    """The episode's successful steps as a plain-English plan."""
+    return " ".join(s["action_text"] for s in trace.steps if s["success"])
+
+
+def unique_objects(trace: Trace) -> list[int]:
+    """Touched objects whose name no other touched object shares (so "the mug" is unambiguous)."""
+    names = [trace.name(i) for i in trace.objects]
+    return [i for i in trace.objects if names.count(trace.name(i)) == 1]
+
+
+def first_pickups(trace: Trace) -> dict[int, int]:
+    """Objects someone picked up during the episode -> the step of the first pick-up, in that order."""
+    first: dict[int, int] = {}
+    for step in trace.steps:
+        if step["success"] and step["verb"] == "GRAB":
+            first.setdefault(step["object_ids"][0], step["index"])
+    return first
+
+
+def moved_objects(trace: Trace) -> list[int]:
+    """Objects someone picked up during the episode, in order of first pick-up."""
+    return list(first_pickups(trace))
+
+
+def join_names(names: list[str]) -> str:
+    """``the mug``, ``the mug and the cup``, ``the mug, the cup and the plate``; ``nothing`` if empty."""
+    items = [f"the {n}" for n in names]
+    if not items:
+        return "nothing"
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]

@@ -1,0 +1,67 @@
+"""Housework QA: an activity -> an item involved in it, and (negation) an item not involved."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from e2wm.corpus.context import Context
+from e2wm.corpus.example import example, multiple_choice, options
+from e2wm.corpus.tasks.plans import SOURCES
+from e2wm.corpus.trace import Trace
+
+
+def _pools(trace: Trace, ctx: Context) -> tuple[list[str], list[str]] | None:
+    """(items this episode uses, items no episode of its activity uses), or None if not applicable."""
+    ep = trace.episode
+    if ep["agent"] not in SOURCES or not ep["success"] or not ep["activity"]:
+        return None
+    used = sorted({trace.name(i) for i in trace.objects})
+    unused = sorted(set(ctx.items) - ctx.activity_items.get(ep["activity"], set()))
+    return used, unused
+
+
+def _question(trace: Trace, choices: list[str], negated: bool) -> str:
+    word = "not used" if negated else "used"
+    return (
+        f"Activity: {trace.episode['activity']}.\nWhich of these items is {word} when doing this activity?\n"
+        f"{options(choices)}\nAnswer:"
+    )
+
+
+def housework_qa(trace: Trace, ctx: Context, rng: random.Random) -> list[dict[str, Any]]:
+    pools = _pools(trace, ctx)
+    if not pools or not pools[0] or len(pools[1]) < 3:
+        return []
+    used, unused = pools
+    answer = rng.choice(used)
+    choices = multiple_choice(answer, rng.sample(unused, 3), rng)
+    return [
+        example(
+            "housework_qa",
+            trace,
+            _question(trace, choices, False),
+            answer,
+            choices=choices,
+            meta={"used": used},
+        )
+    ]
+
+
+def housework_qa_negation(trace: Trace, ctx: Context, rng: random.Random) -> list[dict[str, Any]]:
+    pools = _pools(trace, ctx)
+    if not pools or len(pools[0]) < 3 or not pools[1]:
+        return []
+    used, unused = pools
+    answer = rng.choice(unused)
+    choices = multiple_choice(answer, rng.sample(used, 3), rng)
+    return [
+        example(
+            "housework_qa_negation",
+            trace,
+            _question(trace, choices, True),
+            answer,
+            choices=choices,
+            meta={"used": used},
+        )
+    ]

@@ -1,0 +1,48 @@
+"""Object location: "Where was the X before <event>?", multiple choice over the rooms."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from e2wm.corpus.context import Context
+from e2wm.corpus.example import example, first_pickups, options, unique_objects
+from e2wm.corpus.narration import cast, event, narrate
+from e2wm.corpus.trace import Trace
+
+
+def object_location(trace: Trace, ctx: Context, rng: random.Random) -> list[dict[str, Any]]:
+    """Pick a moved object and an event after its first pick-up, told once; answer its room just before."""
+    if trace.episode["agent"] != "random":
+        return []
+    people = cast(trace, rng)
+    events = [event(trace, j, people) for j in range(len(trace.steps))]
+    once = [j for j, e in enumerate(events) if j > 0 and trace.steps[j]["success"] and events.count(e) == 1]
+    unique = set(unique_objects(trace))
+    first = first_pickups(trace)  # before it, an object's room may not follow from the story
+    pairs = [
+        (obj, j)
+        for obj, picked in first.items()
+        if obj in unique
+        for j in once
+        if j > picked and trace.snapshots[j].rooms[obj] != trace.snapshots[-1].rooms[obj]
+    ]
+    if not pairs:
+        return []
+    obj, j = rng.choice(pairs)
+    room = trace.name(trace.snapshots[j].rooms[obj])
+    choices = [trace.name(r) for r in trace.rooms()]
+    prompt = (
+        " ".join(narrate(trace, people, rng))
+        + f"\nQuestion: Where was the {trace.name(obj)} before {events[j]}?\n{options(choices)}\nAnswer:"
+    )
+    return [
+        example(
+            "object_location",
+            trace,
+            prompt,
+            room,
+            choices=choices,
+            meta={"object": obj, "step": j, "room": trace.snapshots[j].rooms[obj]},
+        )
+    ]

@@ -1,0 +1,77 @@
+"""Plan generation and activity recognition: from goal-directed episodes (MCTS plans, replayed programs)."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from e2wm.corpus.context import Context
+from e2wm.corpus.example import example, multiple_choice, options, plan_text
+from e2wm.corpus.trace import Trace
+
+SOURCES = ("replay", "mcts")
+_NOTABLE = {"OPEN": "open", "CLOSED": "closed", "ON": "on", "OFF": "off"}
+
+
+def _goal_directed(trace: Trace) -> bool:
+    ep = trace.episode
+    return ep["agent"] in SOURCES and bool(ep["success"]) and bool(ep["activity"]) and bool(ep["num_steps"])
+
+
+def initial_conditions(trace: Trace) -> str:
+    """Where the touched objects are, and their notable states, before the first step."""
+    first = trace.snapshots[0]
+    sentences = []
+    for obj in trace.objects:
+        place = first.places[obj]
+        if place is not None:
+            word = "on" if place[0] == "ON" else "inside"
+            sentences.append(f"The {trace.name(obj)} is {word} the {trace.name(place[1])}.")
+        states = [_NOTABLE[s] for s in sorted(first.states[obj]) if s in _NOTABLE]
+        if states:
+            sentences.append(f"The {trace.name(obj)} is {' and '.join(states)}.")
+    return " ".join(sentences)
+
+
+def plan_generation(trace: Trace, ctx: Context, rng: random.Random) -> list[dict[str, Any]]:
+    """Activity, items and initial conditions -> the step-by-step plan."""
+    if not _goal_directed(trace):
+        return []
+    items = list(dict.fromkeys(trace.name(i) for i in trace.objects))
+    plan = plan_text(trace)
+    given = f"Given items include {', '.join(items)}. {initial_conditions(trace)}".strip()
+    prompt = f"Activity: {trace.episode['activity']}.\n{given}\nWrite the steps to do the activity.\nPlan:"
+    return [example("plan_generation", trace, prompt, plan, meta={"plan": plan})]
+
+
+def _recognition_prompt(trace: Trace) -> str:
+    return f"Plan: {plan_text(trace)}\nWhat activity is this plan for?"
+
+
+def activity_recognition(trace: Trace, ctx: Context, rng: random.Random) -> list[dict[str, Any]]:
+    """A plan -> the activity's name (generative)."""
+    if not _goal_directed(trace):
+        return []
+    activity = trace.episode["activity"]
+    prompt = _recognition_prompt(trace) + "\nActivity:"
+    return [example("activity_recognition", trace, prompt, activity, meta={"plan": plan_text(trace)})]
+
+
+def activity_recognition_mc(trace: Trace, ctx: Context, rng: random.Random) -> list[dict[str, Any]]:
+    """A plan -> the activity's name, among distractor activities."""
+    if not _goal_directed(trace):
+        return []
+    activity = trace.episode["activity"]
+    others = [a for a in ctx.activities if a != activity]
+    choices = multiple_choice(activity, rng.sample(others, min(3, len(others))), rng)
+    prompt = f"{_recognition_prompt(trace)}\n{options(choices)}\nActivity:"
+    return [
+        example(
+            "activity_recognition_mc",
+            trace,
+            prompt,
+            activity,
+            choices=choices,
+            meta={"plan": plan_text(trace)},
+        )
+    ]

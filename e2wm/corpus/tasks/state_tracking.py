@@ -1,0 +1,97 @@
+"""State tracking after a narrated sequence of actions: is X open, what is P holding, can P grab X now?
+
+Each question is asked after a random number of steps, so examples cover short and long horizons.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from e2wm.corpus.context import Context
+from e2wm.corpus.example import example, join_names, unique_objects
+from e2wm.corpus.narration import Person, cast, narrate
+from e2wm.corpus.trace import Trace
+
+
+def _setup(trace: Trace, rng: random.Random) -> tuple[int, list[Person], str] | None:
+    """(steps told, the people, the story so far), or None for episodes these questions do not fit."""
+    if trace.episode["agent"] != "random" or not trace.steps:
+        return None
+    upto = rng.randint(1, len(trace.steps))
+    people = cast(trace, rng)
+    return upto, people, " ".join(narrate(trace, people, rng, upto))
+
+
+def state_tracking_open(trace: Trace, ctx: Context, rng: random.Random) -> list[dict[str, Any]]:
+    """Is the X open? (yes / no)"""
+    setup = _setup(trace, rng)
+    if setup is None:
+        return []
+    upto, _, story = setup
+    openable = [i for i in unique_objects(trace) if trace.snapshots[0].states[i] & {"OPEN", "CLOSED"}]
+    if not openable:
+        return []
+    obj = rng.choice(openable)
+    answer = "yes" if "OPEN" in trace.snapshots[upto].states[obj] else "no"
+    prompt = f"{story}\nQuestion: Is the {trace.name(obj)} open now?\nAnswer:"
+    return [
+        example(
+            "state_tracking_open",
+            trace,
+            prompt,
+            answer,
+            choices=["yes", "no"],
+            length=upto,
+            meta={"object": obj, "step": upto},
+        )
+    ]
+
+
+def state_tracking_holding(trace: Trace, ctx: Context, rng: random.Random) -> list[dict[str, Any]]:
+    """What is P holding?"""
+    setup = _setup(trace, rng)
+    if setup is None:
+        return []
+    upto, people, story = setup
+    k = rng.randrange(len(people))
+    held = sorted(trace.name(i) for i in trace.snapshots[upto].held[k])
+    prompt = f"{story}\nQuestion: What is {people[k].name} holding now?\nAnswer:"
+    return [
+        example(
+            "state_tracking_holding",
+            trace,
+            prompt,
+            join_names(held),
+            length=upto,
+            meta={"person": k, "step": upto},
+        )
+    ]
+
+
+def state_tracking_grab(trace: Trace, ctx: Context, rng: random.Random) -> list[dict[str, Any]]:
+    """Can P grab X now, and if not, why not (the precondition that fails)?"""
+    setup = _setup(trace, rng)
+    if setup is None:
+        return []
+    upto, people, story = setup
+    snap = trace.snapshots[upto]
+    unique = set(unique_objects(trace))
+    options = sorted((k, obj) for k, obj in snap.grab if obj in unique)
+    if not options:
+        return []
+    k, obj = rng.choice(options)
+    reason = snap.grab[(k, obj)]
+    answer = "yes" if reason is None else "no, " + reason.replace("the character", people[k].name)
+    question = f"Can {people[k].name} pick up the {trace.name(obj)} now? If not, why not?"
+    prompt = f"{story}\nQuestion: {question}\nAnswer:"
+    return [
+        example(
+            "state_tracking_grab",
+            trace,
+            prompt,
+            answer,
+            length=upto,
+            meta={"person": k, "object": obj, "step": upto, "reason": reason},
+        )
+    ]
