@@ -1,0 +1,316 @@
+"""The embodied QA corpus: answers recomputed from the rollouts, determinism, leakage, formats, card."""
+
+import json
+import re
+from collections import Counter
+
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from e2wm.collect import SCHEMA, CollectConfig, collect, shard_files
+from e2wm.corpus.build import BuildConfig, build
+from e2wm.corpus.example import join_names
+from e2wm.corpus.tasks import TASKS
+from e2wm.errors import E2WMError
+from e2wm.simulator.protocol import Action
+from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator, humanize
+from e2wm.simulator.virtualhome.resources import program_by_id
+
+ROOMS = {"bathroom", "bedroom", "dining_room", "home_office", "kitchen", "living_room"}
+
+
+@pytest.fixture(scope="session")
+def rollouts(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rollouts")
+    collect(CollectConfig(agent="replay", out=str(out), episodes=80, shard_size=40), progress=False)
+    mcts = CollectConfig(agent="mcts", out=str(out), episodes=3, shard_size=3)
+    mcts.mcts.iterations = 40
+    collect(mcts, progress=False)
+    random_agent = CollectConfig(agent="random", out=str(out), episodes=40, shard_size=20)
+    random_agent.explore.length = 30
+    collect(random_agent, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(rollouts, tmp_path_factory):
+    out = tmp_path_factory.mktemp("corpus") / "corpus"
+    build(
+        BuildConfig(rollouts=str(rollouts), out=str(out), jsonl=True, weights={"counting": 0.5}),
+        progress=False,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def corpus(corpus_dir):
+    return datasets.load_from_disk(str(corpus_dir))
+
+
+@pytest.fixture(scope="session")
+def episodes(rollouts):
+    rows = [r for f in shard_files(rollouts) for r in pq.read_table(f).to_pylist()]
+    return {r["episode_id"]: r for r in rows}
+
+
+def _examples(corpus, task):
+    found = [e for split in corpus.values() for e in split if e["task"] == task]
+    assert found, f"no {task} examples"
+    return found
+
+
+def _answer(example):
+    assert example["completion"].startswith(" ")
+    answer = example["completion"][1:]
+    if example["choices"]:
+        assert example["choices"][example["label"]] == answer and len(set(example["choices"])) == len(
+            example["choices"]
+        )
+    return answer
+
+
+def _people(episode):
+    """Character ids of an episode's people, from its start (no step executed)."""
+    sim = VirtualHomeSimulator(program_by_id(episode["graph_id"]).graphs()[0])
+    for room in episode["people_rooms"][1:]:
+        sim.state.add_character(room)
+    return sim.state.char_ids
+
+
+def _edges_after(episode, steps):
+    """(added, removed) edge events of the first ``steps`` recorded steps, in order."""
+    events = []
+    for step in episode["steps"][:steps]:
+        events += [(e, +1) for e in step["edges_added"]] + [(e, -1) for e in step["edges_removed"]]
+    return events
+
+
+def _names(episode):
+    return {
+        i: n.replace("_", " ")
+        for s in episode["steps"]
+        for i, n in zip(s["object_ids"], s["object_names"], strict=True)
+    }
+
+
+def test_every_task_has_examples_in_the_expected_format(corpus):
+    tasks = set().union(*(set(split["task"]) for split in corpus.values()))
+    assert tasks == set(TASKS)
+    assert set(corpus) == {"train", "validation", "test_seen", "test_unseen"}
+    for split, ds in corpus.items():
+        groups = set(ds["split_group"])
+        assert groups == ({"unseen"} if split == "test_unseen" else {"seen"})
+    assert {w for e in corpus["train"] for w in [e["weight"]] if e["task"] == "counting"} == {0.5}
+    assert {e["weight"] for e in corpus["train"] if e["task"] != "counting"} == {1.0}
+
+
+def test_plan_and_activity_answers_come_from_the_episode(corpus, episodes):
+    for task in ("plan_generation", "activity_recognition", "activity_recognition_mc", "activity_inference"):
+        for e in _examples(corpus, task):
+            episode = episodes[e["episode_id"]]
+            answer = _answer(e)
+            if task == "plan_generation":
+                assert answer == " ".join(s["action_text"] for s in episode["steps"])
+                assert f"Activity: {episode['activity']}." in e["prompt"]
+            else:
+                assert answer == episode["activity"]
+
+
+def test_housework_answers_follow_the_items_each_activity_uses(corpus, episodes):
+    used_by_activity = {}
+    for ep in episodes.values():
+        if ep["activity"]:
+            used_by_activity.setdefault(ep["activity"], set()).update(
+                n.replace("_", " ") for s in ep["steps"] for n in s["object_names"]
+            )
+    for e in _examples(corpus, "housework_qa") + _examples(corpus, "housework_qa_negation"):
+        episode = episodes[e["episode_id"]]
+        used = {n.replace("_", " ") for s in episode["steps"] for n in s["object_names"]}
+        answer = _answer(e)
+        others = [c for c in e["choices"] if c != answer]
+        if e["task"] == "housework_qa":
+            assert answer in used and not set(others) & used_by_activity[episode["activity"]]
+        else:
+            assert answer not in used_by_activity[episode["activity"]] and set(others) <= used
+
+
+def test_counting_answers_recomputed_from_recorded_edges(corpus, episodes):
+    for e in _examples(corpus, "counting"):
+        episode, meta = episodes[e["episode_id"]], json.loads(e["meta"])
+        moved = {s["object_ids"][0] for s in episode["steps"] if s["verb"] == "GRAB" and s["success"]}
+        support = {}  # object -> set of (relation, place) it rests on / is in, from recorded edges
+        for edge, sign in _edges_after(episode, len(episode["steps"])):
+            if edge["relation"] in ("ON", "INSIDE") and edge["from_id"] in moved:
+                key = (edge["relation"], edge["to_id"])
+                (
+                    support.setdefault(edge["from_id"], set()).add
+                    if sign > 0
+                    else support.setdefault(edge["from_id"], set()).discard
+                )(key)
+        there = sorted(i for i in moved if (meta["relation"], meta["place"]) in support.get(i, set()))
+        names = _names(episode)
+        expected = f"{len(there)}: " + (", ".join(sorted(names[i] for i in there)) if there else "none")
+        assert _answer(e) == expected, e["episode_id"]
+
+
+def _object_rooms(episode, obj):
+    """The room ``obj`` is in after each step from its first pick-up on, from recorded edges alone.
+
+    A pick-up puts the object in the picker's room (no edge is recorded when it already was there);
+    people's rooms start from ``people_rooms`` and follow their recorded INSIDE-room edges.
+    """
+    nodes = program_by_id(episode["graph_id"]).graphs()[0]["nodes"]
+    rooms = {n["id"] for n in nodes if n["category"] == "Rooms"}
+    people = _people(episode)
+    where = dict(zip(people, episode["people_rooms"], strict=True))
+    after, current = {}, None
+    for index, step in enumerate(episode["steps"]):
+        for edge in step["edges_added"]:
+            if edge["relation"] == "INSIDE" and edge["to_id"] in rooms and edge["from_id"] in people:
+                where[edge["from_id"]] = edge["to_id"]
+        if current is None and step["success"] and step["verb"] == "GRAB" and step["object_ids"][0] == obj:
+            current = where[people[step["actor"]]]
+        for edge in step["edges_added"]:
+            moved_room = edge["from_id"] == obj and edge["relation"] == "INSIDE" and edge["to_id"] in rooms
+            if current is not None and moved_room:
+                current = edge["to_id"]
+        if current is not None:
+            after[index] = current
+    return after
+
+
+def test_object_paths_and_locations_recomputed_from_recorded_edges(corpus, episodes):
+    for e in _examples(corpus, "object_path") + _examples(corpus, "object_location"):
+        episode, meta = episodes[e["episode_id"]], json.loads(e["meta"])
+        nodes = program_by_id(episode["graph_id"]).graphs()[0]["nodes"]
+        names = {n["id"]: n["class_name"].replace("_", " ") for n in nodes}
+        after = _object_rooms(episode, meta["object"])
+        if e["task"] == "object_path":
+            path = []
+            for index in sorted(after):
+                if not path or path[-1] != after[index]:
+                    path.append(after[index])
+            assert _answer(e) == ", ".join(names[r] for r in path)
+        else:
+            assert _answer(e) == names[after[meta["step"] - 1]]
+            assert sorted(e["choices"]) == sorted(names[n["id"]] for n in nodes if n["category"] == "Rooms")
+
+
+def test_state_tracking_answers_recomputed_by_re_executing_the_prefix(corpus, episodes):
+    checked = Counter()
+    for task in ("state_tracking_open", "state_tracking_holding", "state_tracking_grab"):
+        for e in _examples(corpus, task)[:15]:
+            episode, meta = episodes[e["episode_id"]], json.loads(e["meta"])
+            sim = VirtualHomeSimulator(program_by_id(episode["graph_id"]).graphs()[0])
+            for room in episode["people_rooms"][1:]:
+                sim.state.add_character(room)
+            for step in episode["steps"][: meta["step"]]:
+                assert sim.step(Action.parse(step["action"]), step["actor"]).success == step["success"]
+            answer = _answer(e)
+            if task == "state_tracking_open":
+                assert answer == ("yes" if "OPEN" in sim.states_of(meta["object"]) else "no")
+            elif task == "state_tracking_holding":
+                held = sorted(sim.name(i).replace("_", " ") for i in sim.holds(meta["person"]))
+                assert answer == join_names(held)
+            else:
+                result = sim.step(
+                    Action.parse(f"[GRAB] <{sim.name(meta['object'])}> ({meta['object']})"), meta["person"]
+                )
+                assert answer == "yes" if result.success else answer.startswith("no, ")
+                if not result.success:
+                    name = re.search(r"Can (\w+) pick up", e["prompt"]).group(1)
+                    assert answer == "no, " + humanize(result.failure).replace("the character", name)
+            checked[task] += 1
+    assert min(checked.values()) > 0
+
+
+def test_length_is_the_horizon_the_question_covers(corpus, episodes):
+    for e in _examples(corpus, "state_tracking_holding"):
+        assert 1 <= e["length"] == json.loads(e["meta"])["step"] <= episodes[e["episode_id"]]["num_steps"]
+    for e in _examples(corpus, "counting"):
+        assert e["length"] == episodes[e["episode_id"]]["num_steps"]
+
+
+def test_no_test_prompt_or_plan_reaches_train(corpus):
+    test = [e for s in ("test_seen", "test_unseen") for e in corpus[s]]
+    prompts = {e["prompt"] for e in test}
+    plans = {json.loads(e["meta"]).get("plan") for e in test} - {None}
+    for split in ("train", "validation"):
+        for e in corpus[split]:
+            assert e["prompt"] not in prompts
+            assert json.loads(e["meta"]).get("plan") not in plans
+
+
+def test_kshot_prompts_draw_demonstrations_from_train_only(corpus):
+    train_solved = {e["prompt"] + e["completion"] for e in corpus["train"]}
+    for split in ("test_unseen", "validation"):
+        for e in corpus[split].select(range(min(40, len(corpus[split])))):
+            assert e["prompt_kshot"].endswith(e["prompt"])
+            demos = e["prompt_kshot"][: -len(e["prompt"])].split("\n\n")[:-1]
+            assert 0 < len(demos) <= 3
+            assert all(d in train_solved for d in demos)
+
+
+def test_build_is_deterministic_by_seed(rollouts, corpus, tmp_path):
+    again = tmp_path / "again"
+    other = tmp_path / "other"
+    tasks = ("counting", "object_location", "state_tracking_grab")
+    build(BuildConfig(rollouts=str(rollouts), out=str(again), tasks=tasks), progress=False)
+    build(BuildConfig(rollouts=str(rollouts), out=str(other), tasks=tasks, seed=1), progress=False)
+    same = datasets.load_from_disk(str(again))
+    different = datasets.load_from_disk(str(other))
+    for split in corpus:
+        assert same[split]["prompt"] == [e["prompt"] for e in corpus[split] if e["task"] in tasks]
+    assert same["train"]["prompt"] != different["train"]["prompt"]
+
+
+def test_exports_load_with_datasets_and_the_card_tells_true_sizes(corpus, corpus_dir):
+    for split, ds in corpus.items():
+        exported = datasets.load_dataset(
+            "json", data_files=str(corpus_dir / "jsonl" / f"{split}.jsonl"), split="train"
+        )
+        assert exported["prompt"] == ds["prompt"] and exported["label"] == ds["label"]
+    card = (corpus_dir / "README.md").read_text()
+    assert card.startswith("---\n") and "license: mit" in card
+    splits = list(corpus)
+    for task in TASKS:
+        row = re.search(rf"^\| {task} \|[^|]*\|(.*)\|$", card, re.M)
+        assert row, task
+        sizes = [int(x) for x in row.group(1).split("|")]
+        assert sizes == [Counter(corpus[s]["task"])[task] for s in splits]
+    total = re.search(r"^\| \*\*total\*\* \| \|(.*)\|$", card, re.M).group(1)
+    assert [int(x) for x in total.split("|")] == [len(corpus[s]) for s in splits]
+
+
+def test_bad_input_is_one_line_error_and_writes_nothing(rollouts, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(E2WMError, match="no rollout shards"):
+        build(BuildConfig(rollouts=str(tmp_path / "missing"), out=str(out)), progress=False)
+    with pytest.raises(E2WMError, match="unknown task"):
+        build(
+            BuildConfig(rollouts=str(rollouts), out=str(out), tasks=("counting", "juggling")), progress=False
+        )
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "random-00000-of-00001.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(E2WMError, match="unreadable shard"):
+        build(BuildConfig(rollouts=str(corrupt), out=str(out)), progress=False)
+    only_replay = tmp_path / "only_replay"
+    collect(CollectConfig(agent="replay", out=str(only_replay), episodes=2), progress=False)
+    with pytest.raises(E2WMError, match="gave no examples"):
+        build(BuildConfig(rollouts=str(only_replay), out=str(out), tasks=("counting",)), progress=False)
+    assert not out.exists() and not list(tmp_path.glob(".tmp-*"))
+
+
+def test_stale_rollouts_are_detected(rollouts, tmp_path):
+    shard = shard_files(rollouts)[0]
+    rows = pq.read_table(shard).to_pylist()
+    step = next(s for r in rows for s in r["steps"] if s["verb"] == "GRAB")
+    step["success"] = not step["success"]
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), broken / shard.name)
+    with pytest.raises(E2WMError, match="stale or corrupt"):
+        build(BuildConfig(rollouts=str(broken), out=str(tmp_path / "out")), progress=False)
