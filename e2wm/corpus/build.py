@@ -151,8 +151,8 @@ def build(config: BuildConfig, progress: bool = True) -> datasets.DatasetDict:
         e["weight"] = config.weights.get(e["task"], 1.0)
     corpus = datasets.DatasetDict(
         {
-            split: datasets.Dataset.from_list(
-                [{k: e[k] for k in FEATURES} for e in examples if e["split"] == split], features=FEATURES
+            split: datasets.Dataset.from_dict(
+                {k: [e[k] for e in examples if e["split"] == split] for k in FEATURES}, features=FEATURES
             )
             for split in SPLITS
         }
@@ -174,7 +174,15 @@ def build(config: BuildConfig, progress: bool = True) -> datasets.DatasetDict:
 
 def push(corpus: datasets.DatasetDict, out: str, repo_id: str, private: bool = False) -> None:
     """Upload the corpus and its card to the Hugging Face Hub (token from HF_TOKEN or `hf auth login`)."""
+    import httpx2
     from huggingface_hub import DatasetCard
+    from huggingface_hub.errors import HfHubHTTPError
 
-    corpus.push_to_hub(repo_id, private=private)
-    DatasetCard((Path(out) / "README.md").read_text()).push_to_hub(repo_id, repo_type="dataset")
+    try:
+        corpus.push_to_hub(repo_id, private=private)
+        DatasetCard((Path(out) / "README.md").read_text()).push_to_hub(repo_id, repo_type="dataset")
+    except HfHubHTTPError as exc:
+        reason = exc.server_message or str(exc).splitlines()[0]
+        raise E2WMError(f"push to {repo_id} failed: HTTP {exc.response.status_code}: {reason}") from None
+    except httpx2.TransportError as exc:
+        raise E2WMError(f"push to {repo_id} failed: cannot reach the Hub ({exc})") from None
