@@ -57,12 +57,6 @@ def plan_text(trace: Trace) -> str:
     return " ".join(s["action_text"] for s in trace.steps if s["success"])
 
 
-def unique_objects(trace: Trace) -> list[int]:
-    """Touched objects whose name no other touched object shares (so "the mug" is unambiguous)."""
-    names = [trace.name(i) for i in trace.objects]
-    return [i for i in trace.objects if names.count(trace.name(i)) == 1]
-
-
 def first_pickups(trace: Trace) -> dict[int, int]:
     """Objects someone picked up during the episode -> the step of the first pick-up, in that order."""
     first: dict[int, int] = {}

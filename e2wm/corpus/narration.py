@@ -110,7 +110,7 @@ def _third_person(verb: str) -> str:
 
 
 def _objects(trace: Trace, step: dict) -> dict[str, str]:
-    names = [trace.name(i) for i in step["object_ids"]]
+    names = [trace.label(i) for i in step["object_ids"]]
     return {"o": names[0] if names else "", "d": names[1] if len(names) > 1 else ""}
 
 

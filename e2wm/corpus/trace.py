@@ -10,6 +10,7 @@ touched object (and why not). All tasks of an episode read one trace.
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,9 @@ from virtualhome_eval.simulation.evolving_graph.environment import Property, Rel
 from e2wm.errors import E2WMError
 from e2wm.simulator.protocol import Action, Target
 from e2wm.simulator.virtualhome import resources
-from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator, humanize
+from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator
+
+_ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "other")
 
 
 @dataclass
@@ -31,7 +34,7 @@ class Snapshot:
     held: dict[int, tuple[int, ...]]  # person index -> ids held
     postures: dict[int, tuple[str, int] | None]  # person index -> ("SITTING" | "LYING", on what), if any
     close: dict[int, tuple[int, ...]]  # person index -> touched objects the person is close to
-    grab: dict[tuple[int, int], str | None]  # (person index, grabbable object) -> None, or why not
+    grab: dict[tuple[int, int], str | None]  # (person index, grabbable object) -> None, or the failure
 
 
 @dataclass
@@ -44,6 +47,7 @@ class Trace:
     people: list[int]  # character node ids, by person index
     objects: list[int]  # touched objects (non-room action targets), in order of first touch
     snapshots: list[Snapshot] = field(default_factory=list)
+    labels: dict[int, str] = field(default_factory=dict)
 
     @property
     def steps(self) -> list[dict[str, Any]]:
@@ -51,6 +55,10 @@ class Trace:
 
     def name(self, node_id: int) -> str:
         return self.names[node_id].replace("_", " ")
+
+    def label(self, node_id: int) -> str:
+        """The name, with an ordinal if the episode touches several objects of its class: ``second mat``."""
+        return self.labels.get(node_id) or self.name(node_id)
 
     def rooms(self) -> list[int]:
         return sorted(i for i, c in self.categories.items() if c == "Rooms")
@@ -98,7 +106,7 @@ def _snapshot(
             mark = sim.mark()
             result = sim.step(Action("GRAB", (Target(sim.name(obj), obj),)), k)
             sim.rollback(mark)
-            grab[(k, obj)] = None if result.success else humanize(result.failure or "")
+            grab[(k, obj)] = None if result.success else result.failure or "precondition failed"
     touched = set(objects)
     return Snapshot(
         rooms={i: sim.room_of(i) for i in (*objects, *people)},
@@ -133,6 +141,12 @@ def trace_episode(
     names = {n.id: n.class_name for n in sim.state.get_nodes()}
     categories = {n.id: n.category for n in sim.state.get_nodes()}
     trace = Trace(episode, names, categories, people, objects)
+    classes = Counter(names[i] for i in objects)
+    seen: Counter[str] = Counter()
+    for obj in objects:
+        if classes[names[obj]] > 1:
+            seen[names[obj]] += 1
+            trace.labels[obj] = f"{_ORDINALS[min(seen[names[obj]], len(_ORDINALS)) - 1]} {trace.name(obj)}"
     trace.snapshots.append(_snapshot(sim, people, objects, grabbable))
     for step in episode["steps"]:
         result = sim.step(Action.parse(step["action"]), step["actor"])

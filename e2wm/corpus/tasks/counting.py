@@ -27,13 +27,13 @@ def counting(trace: Trace, ctx: Context, rng: random.Random) -> list[dict[str, A
     relation, place = rng.choice(places)
     final = trace.snapshots[-1]
     there = [i for i in moved_objects(trace) if final.places[i] == (relation, place)]
-    names = sorted(trace.name(i) for i in there)
+    names = sorted(trace.label(i) for i in there)
     people = cast(trace, rng)
     word = "on" if relation == "ON" else "in"
     prompt = (
         " ".join(narrate(trace, people, rng))
         + f"\nQuestion: At the end, how many of the things that were picked up are {word} the "
-        f"{trace.name(place)}, and which?\nAnswer:"
+        f"{trace.label(place)}, and which?\nAnswer:"
     )
     answer = f"{len(names)}: {', '.join(names) if names else 'none'}"
     return [

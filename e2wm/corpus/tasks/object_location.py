@@ -6,7 +6,7 @@ import random
 from typing import Any
 
 from e2wm.corpus.context import Context
-from e2wm.corpus.example import example, first_pickups, options, unique_objects
+from e2wm.corpus.example import example, first_pickups, options
 from e2wm.corpus.narration import cast, event, narrate
 from e2wm.corpus.trace import Trace
 
@@ -18,12 +18,10 @@ def object_location(trace: Trace, ctx: Context, rng: random.Random) -> list[dict
     people = cast(trace, rng)
     events = [event(trace, j, people) for j in range(len(trace.steps))]
     once = [j for j, e in enumerate(events) if j > 0 and trace.steps[j]["success"] and events.count(e) == 1]
-    unique = set(unique_objects(trace))
     first = first_pickups(trace)  # before it, an object's room may not follow from the story
     pairs = [
         (obj, j)
         for obj, picked in first.items()
-        if obj in unique
         for j in once
         if j > picked and trace.snapshots[j].rooms[obj] != trace.snapshots[-1].rooms[obj]
     ]
@@ -34,7 +32,7 @@ def object_location(trace: Trace, ctx: Context, rng: random.Random) -> list[dict
     choices = [trace.name(r) for r in trace.rooms()]
     prompt = (
         " ".join(narrate(trace, people, rng))
-        + f"\nQuestion: Where was the {trace.name(obj)} before {events[j]}?\n{options(choices)}\nAnswer:"
+        + f"\nQuestion: Where was the {trace.label(obj)} before {events[j]}?\n{options(choices)}\nAnswer:"
     )
     return [
         example(

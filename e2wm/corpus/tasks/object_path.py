@@ -6,7 +6,7 @@ import random
 from typing import Any
 
 from e2wm.corpus.context import Context
-from e2wm.corpus.example import example, first_pickups, moved_objects, unique_objects
+from e2wm.corpus.example import example, first_pickups, moved_objects
 from e2wm.corpus.narration import cast, narrate
 from e2wm.corpus.trace import Trace
 
@@ -28,15 +28,14 @@ def object_path(trace: Trace, ctx: Context, rng: random.Random) -> list[dict[str
     """Pick a carried object that changed rooms; ask for its rooms in order."""
     if trace.episode["agent"] != "random":
         return []
-    unique = set(unique_objects(trace))
-    candidates = [i for i in moved_objects(trace) if i in unique and len(room_path(trace, i)) > 1]
+    candidates = [i for i in moved_objects(trace) if len(room_path(trace, i)) > 1]
     if not candidates:
         return []
     obj = rng.choice(candidates)
     path = room_path(trace, obj)
     prompt = (
         " ".join(narrate(trace, cast(trace, rng), rng))
-        + f"\nQuestion: From when it was first picked up, which rooms did the {trace.name(obj)} "
+        + f"\nQuestion: From when it was first picked up, which rooms did the {trace.label(obj)} "
         "pass through, in order?\nAnswer:"
     )
     return [

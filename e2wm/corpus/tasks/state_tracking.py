@@ -9,9 +9,10 @@ import random
 from typing import Any
 
 from e2wm.corpus.context import Context
-from e2wm.corpus.example import example, join_names, unique_objects
+from e2wm.corpus.example import example, join_names
 from e2wm.corpus.narration import Person, cast, narrate
 from e2wm.corpus.trace import Trace
+from e2wm.simulator.virtualhome.backend import humanize
 
 
 def _setup(trace: Trace, rng: random.Random) -> tuple[int, list[Person], str] | None:
@@ -29,12 +30,12 @@ def state_tracking_open(trace: Trace, ctx: Context, rng: random.Random) -> list[
     if setup is None:
         return []
     upto, _, story = setup
-    openable = [i for i in unique_objects(trace) if trace.snapshots[0].states[i] & {"OPEN", "CLOSED"}]
+    openable = [i for i in trace.objects if trace.snapshots[0].states[i] & {"OPEN", "CLOSED"}]
     if not openable:
         return []
     obj = rng.choice(openable)
     answer = "yes" if "OPEN" in trace.snapshots[upto].states[obj] else "no"
-    prompt = f"{story}\nQuestion: Is the {trace.name(obj)} open now?\nAnswer:"
+    prompt = f"{story}\nQuestion: Is the {trace.label(obj)} open now?\nAnswer:"
     return [
         example(
             "state_tracking_open",
@@ -55,7 +56,7 @@ def state_tracking_holding(trace: Trace, ctx: Context, rng: random.Random) -> li
         return []
     upto, people, story = setup
     k = rng.randrange(len(people))
-    held = sorted(trace.name(i) for i in trace.snapshots[upto].held[k])
+    held = sorted(trace.label(i) for i in trace.snapshots[upto].held[k])
     prompt = f"{story}\nQuestion: What is {people[k].name} holding now?\nAnswer:"
     return [
         example(
@@ -76,14 +77,15 @@ def state_tracking_grab(trace: Trace, ctx: Context, rng: random.Random) -> list[
         return []
     upto, people, story = setup
     snap = trace.snapshots[upto]
-    unique = set(unique_objects(trace))
-    options = sorted((k, obj) for k, obj in snap.grab if obj in unique)
+    options = sorted(snap.grab)
     if not options:
         return []
     k, obj = rng.choice(options)
-    reason = snap.grab[(k, obj)]
-    answer = "yes" if reason is None else "no, " + reason.replace("the character", people[k].name)
-    question = f"Can {people[k].name} pick up the {trace.name(obj)} now? If not, why not?"
+    failure = snap.grab[(k, obj)]
+    names = {trace.people[p]: person.name for p, person in enumerate(people)}
+    names.update({i: "the " + trace.label(i) for i in trace.objects})
+    answer = "yes" if failure is None else "no, " + humanize(failure, names)
+    question = f"Can {people[k].name} pick up the {trace.label(obj)} now? If not, why not?"
     prompt = f"{story}\nQuestion: {question}\nAnswer:"
     return [
         example(
@@ -92,6 +94,6 @@ def state_tracking_grab(trace: Trace, ctx: Context, rng: random.Random) -> list[
             prompt,
             answer,
             length=upto,
-            meta={"person": k, "object": obj, "step": upto, "reason": reason},
+            meta={"person": k, "object": obj, "step": upto, "failure": failure},
         )
     ]

@@ -241,6 +241,14 @@ class VirtualHomeSimulator:
         return self.state
 
 
-def humanize(message: str) -> str:
-    """``<character> (65) is not close to <fridge> (306)`` -> ``the character is not close to the fridge``."""
-    return _NODE_REF.sub(lambda m: "the " + m.group(1).replace("_", " "), message)
+def humanize(message: str, names: dict[int, str] | None = None) -> str:
+    """``<character> (65) is not close to <fridge> (306)`` -> ``the character is not close to the fridge``.
+
+    ``names`` words given nodes otherwise: ``{65: "Mary", 306: "the second fridge"}``.
+    """
+    names = names or {}
+
+    def word(m: re.Match) -> str:
+        return names.get(int(m.group(2)), "the " + m.group(1).replace("_", " "))
+
+    return _NODE_REF.sub(word, message)
