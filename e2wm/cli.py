@@ -139,6 +139,30 @@ def build(args: argparse.Namespace) -> None:
         print(f"pushed to the Hub as dataset {args.push_to_hub}")
 
 
+def fisher(args: argparse.Namespace) -> None:
+    """Estimate the diagonal Fisher of a model's weights on general text (or its own samples) to a file."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from e2wm.fisher import save_fisher
+    from e2wm.models import resolve_model
+    from e2wm.train import estimate_fisher, factor
+
+    path = resolve_model(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
+    targets = args.targets[0] if args.targets in (["all-linear"], ["all"]) else args.targets
+    values, metadata = estimate_fisher(model, tokenizer, args.data, args.samples, args.max_length, targets)
+    metadata["model"] = args.model
+    if args.rank > 0:
+        values, metadata = factor(values, metadata, args.rank)
+    save_fisher(args.out, values, metadata)
+    print(
+        f"Fisher of {len(values)} tensors from {metadata.get('samples')} samples "
+        f"({metadata.get('tokens')} tokens) saved to {args.out}"
+    )
+
+
 def _weight(text: str) -> tuple[str, float]:
     task, _, value = text.partition("=")
     try:
@@ -222,6 +246,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=build)
 
+    from e2wm import train
+
+    p = sub.add_parser(
+        "train",
+        help="fine-tune with LoRA + EWC from a recipe",
+        description=train.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", help="recipe YAML; any recipe field can follow as --field value")
+
+    p = sub.add_parser("fisher", help=fisher.__doc__, description=fisher.__doc__)
+    p.add_argument("--model", default="smollm2-135m", help="embedded model name, Hub id or local path")
+    p.add_argument(
+        "--data",
+        default="general",
+        help="general (offline English prose), model-samples (the true Fisher), or a dataset",
+    )
+    p.add_argument("--samples", type=int, default=64, help="examples to estimate from")
+    p.add_argument("--max-length", type=int, default=256, help="tokens per example")
+    p.add_argument(
+        "--targets",
+        nargs="+",
+        default=["q_proj", "v_proj"],
+        help="linear layers LoRA targets (names), or all-linear, or all",
+    )
+    p.add_argument("--rank", type=int, default=0, help="> 0: store each matrix factored at this rank")
+    p.add_argument("--out", required=True, help="output .safetensors file")
+    p.set_defaults(func=fisher)
+
     p = sub.add_parser("inspect", help=inspect.__doc__, description=inspect.__doc__)
     p.add_argument("dir", help="directory of rollout shards, or of a corpus from `e2wm build`")
     p.add_argument("--steps", type=int, default=8, help="steps to show per example episode")
@@ -243,6 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"] and argv[1:2] not in (["-h"], ["--help"]):
+        # The training flags belong to TRL's parser (e2wm.train), not to this one.
+        from e2wm.train import main as train_main
+
+        train_main(argv[1:])
+        return
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

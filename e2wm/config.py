@@ -1,0 +1,75 @@
+"""Training configs: e2wm's own dataclasses, parsed with TRL's ``SFTConfig`` and ``ModelConfig``.
+
+A recipe is one YAML mapping whose keys are fields of these four dataclasses; ``TrlParser`` reads it
+(``--config recipe.yaml``) and command-line flags override it (``--learning_rate 1e-4``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from trl import ModelConfig, SFTConfig, TrlParser
+
+from e2wm.errors import E2WMError
+
+
+@dataclass
+class ScriptArguments:
+    """Which corpus to train on (a directory from ``e2wm build``, or a Hub dataset id)."""
+
+    dataset: str = field(
+        default="outputs/demo/corpus", metadata={"help": "corpus directory or Hub dataset id"}
+    )
+    train_split: str = field(default="train", metadata={"help": "split to train on"})
+    eval_split: str | None = field(
+        default="validation", metadata={"help": "split to evaluate on (none: skip)"}
+    )
+    tasks: list[str] | None = field(default=None, metadata={"help": "train on these tasks only"})
+    task_weights: str | None = field(
+        default=None,
+        metadata={
+            "help": "loss weight per task replacing the corpus's `weight` column: a mapping in the recipe, "
+            "JSON on the command line ('{\"counting\": 0.7}')"
+        },
+    )
+    max_train_examples: int | None = field(default=None, metadata={"help": "use at most this many examples"})
+
+    def weights(self) -> dict[str, float]:
+        """``task_weights`` as a mapping, whether the recipe gave a mapping or the command line JSON."""
+        value = self.task_weights
+        if not isinstance(value, str):
+            return dict(value or {})
+        try:
+            return {str(k): float(v) for k, v in json.loads(value).items()}
+        except (ValueError, AttributeError):
+            raise E2WMError(
+                f'task_weights must be a JSON mapping like {{"counting": 0.7}}, got {value!r}'
+            ) from None
+
+
+@dataclass
+class EWCConfig:
+    """Elastic weight consolidation: lambda * sum F * dW^2, F the base model's Fisher on general text."""
+
+    ewc_lambda: float = field(default=0.0, metadata={"help": "penalty weight; 0 is plain (LoRA) fine-tuning"})
+    fisher_path: str | None = field(
+        default=None, metadata={"help": "Fisher file from `e2wm fisher`; computed and saved there if missing"}
+    )
+    fisher_data: str = field(
+        default="general", metadata={"help": "general (offline English prose), model-samples, or a dataset"}
+    )
+    fisher_samples: int = field(default=64, metadata={"help": "examples the Fisher is estimated from"})
+    fisher_max_length: int = field(default=256, metadata={"help": "tokens per Fisher example"})
+    fisher_rank: int = field(
+        default=0, metadata={"help": "> 0: store F factored at this rank (fast exact path)"}
+    )
+
+
+def parser() -> TrlParser:
+    return TrlParser((ScriptArguments, SFTConfig, ModelConfig, EWCConfig))
+
+
+def parse(argv: list[str] | None = None) -> tuple[ScriptArguments, SFTConfig, ModelConfig, EWCConfig]:
+    """Parse ``--config recipe.yaml`` and command-line overrides into the four configs."""
+    return tuple(parser().parse_args_and_config(argv))  # type: ignore[return-value]

@@ -1,0 +1,194 @@
+"""Fine-tune a causal LM on an e2wm corpus with LoRA (or full fine-tuning) plus EWC.
+
+    accelerate launch --config_file accelerate_configs/cpu.yaml -m e2wm.train --config recipes/RECIPE.yaml
+    e2wm train --config recipes/RECIPE.yaml [--field value ...]
+
+The recipe maps onto ``ScriptArguments``, TRL's ``SFTConfig`` and ``ModelConfig``, and ``EWCConfig``
+(``e2wm.config``); flags override it. The Fisher is read from ``fisher_path``, or estimated on the base
+model and saved there first (by the main process; the others wait). A run whose ``output_dir`` holds
+checkpoints resumes from the last one. The adapter (or model) and tokenizer are saved to ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+from accelerate import PartialState
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.trainer_utils import get_last_checkpoint
+from trl import ModelConfig, SFTConfig, get_peft_config, get_quantization_config
+
+from e2wm import general_text
+from e2wm.config import EWCConfig, ScriptArguments, parse
+from e2wm.errors import E2WMError
+from e2wm.ewc import factorize
+from e2wm.fisher import compute_fisher, load_fisher, save_fisher
+from e2wm.models import DEFAULT_MODEL, resolve_model
+from e2wm.trainer import EWCSFTTrainer
+
+COLUMNS = ("prompt", "completion", "weight")
+
+
+def load_corpus(script: ScriptArguments, split: str) -> datasets.Dataset:
+    """One split of the corpus, reduced to prompt, completion and weight (with ``task_weights`` applied)."""
+    try:
+        corpus = (
+            datasets.load_from_disk(script.dataset)
+            if Path(script.dataset).exists()
+            else datasets.load_dataset(script.dataset)
+        )
+    except Exception as exc:  # noqa: BLE001  # datasets raises many types for a bad path or repo
+        raise E2WMError(f"cannot load corpus {script.dataset}: {str(exc).splitlines()[0]}") from None
+    if split not in corpus:
+        raise E2WMError(f"corpus {script.dataset} has no split {split!r} (it has {', '.join(corpus)})")
+    ds = corpus[split]
+    missing = {"prompt", "completion", "task"} - set(ds.column_names)
+    if missing:
+        raise E2WMError(
+            f"corpus {script.dataset}: split {split} lacks column(s) {', '.join(sorted(missing))}"
+        )
+    if script.tasks:
+        ds = ds.filter(lambda e: e["task"] in script.tasks)
+    weights = script.weights()
+    if weights:
+        ds = ds.map(lambda e: {"weight": float(weights.get(e["task"], e.get("weight", 1.0)))})
+    elif "weight" not in ds.column_names:
+        ds = ds.add_column("weight", [1.0] * len(ds))
+    if script.max_train_examples is not None and split == script.train_split:
+        ds = ds.select(range(min(script.max_train_examples, len(ds))))
+    if len(ds) == 0:
+        raise E2WMError(f"corpus {script.dataset}: no examples left in split {split}")
+    return ds.select_columns(list(COLUMNS))
+
+
+def fisher_for(
+    ewc: EWCConfig, model: Any, tokenizer: Any, targets: list[str] | str
+) -> dict[str, torch.Tensor]:
+    """The Fisher at ``ewc.fisher_path``, estimated and saved there (by one process) if missing."""
+    if ewc.fisher_path is None:
+        raise E2WMError("ewc_lambda > 0 needs fisher_path (a file from `e2wm fisher`, or where to save one)")
+    path = Path(ewc.fisher_path)
+    with PartialState().main_process_first():
+        if not path.exists() and PartialState().is_main_process:
+            fisher, metadata = estimate_fisher(
+                model, tokenizer, ewc.fisher_data, ewc.fisher_samples, ewc.fisher_max_length, targets
+            )
+            if ewc.fisher_rank > 0:
+                fisher, metadata = factor(fisher, metadata, ewc.fisher_rank)
+            save_fisher(path, fisher, metadata)
+    return load_fisher(path)[0]
+
+
+def estimate_fisher(
+    model: Any, tokenizer: Any, data: str, samples: int, max_length: int, targets: list[str] | str
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Diagonal Fisher on ``general`` prose, ``model-samples``, or a dataset's ``text``/``prompt`` column."""
+    if data == "model-samples":
+        return compute_fisher(
+            model,
+            tokenizer,
+            texts=None,
+            source="model",
+            samples=samples,
+            max_length=max_length,
+            target_modules=targets,
+        )
+    if data == "general":
+        texts = general_text.passages("fisher")
+    else:
+        try:
+            ds = datasets.load_from_disk(data) if Path(data).exists() else datasets.load_dataset(data)
+        except Exception as exc:  # noqa: BLE001
+            raise E2WMError(f"cannot load Fisher data {data}: {str(exc).splitlines()[0]}") from None
+        ds = ds["train"] if isinstance(ds, datasets.DatasetDict) else ds
+        column = next((c for c in ("text", "prompt") if c in ds.column_names), None)
+        if column is None:
+            raise E2WMError(f"Fisher data {data} has no 'text' or 'prompt' column")
+        texts = ds[column]
+    fisher, metadata = compute_fisher(
+        model,
+        tokenizer,
+        texts=texts,
+        source="empirical",
+        samples=samples,
+        max_length=max_length,
+        target_modules=targets,
+    )
+    metadata["data"] = data
+    return fisher, metadata
+
+
+def factor(fisher: dict[str, torch.Tensor], metadata: dict[str, str], rank: int):
+    """Store each matrix's Fisher as a non-negative rank-``rank`` product (``.fisher_u``, ``.fisher_v``)."""
+    factored = {}
+    for name, f in fisher.items():
+        if f.dim() == 2:
+            factored[name + ".fisher_u"], factored[name + ".fisher_v"] = factorize(f, rank)
+        else:
+            factored[name] = f
+    return factored, {**metadata, "format": "factored", "rank": str(rank)}
+
+
+def train(
+    script: ScriptArguments, training: SFTConfig, model_args: ModelConfig, ewc: EWCConfig
+) -> EWCSFTTrainer:
+    """Train as configured; returns the trainer (its model holds the trained adapter)."""
+    model_path = resolve_model(model_args.model_name_or_path or DEFAULT_MODEL)
+    remote = training.trust_remote_code  # off unless the recipe asks for it
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_path, revision=model_args.model_revision, trust_remote_code=remote
+    )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    quantization = get_quantization_config(model_args)
+    model = AutoModelForCausalLM.from_pretrained(
+        model_path,
+        revision=model_args.model_revision,
+        trust_remote_code=remote,
+        attn_implementation=model_args.attn_implementation,
+        dtype=model_args.dtype or "auto",
+        quantization_config=quantization,
+        # k-bit weights load straight onto each process's own device
+        device_map={"": PartialState().local_process_index} if quantization is not None else None,
+        use_safetensors=True,
+    )
+    train_ds = load_corpus(script, script.train_split)
+    eval_ds = load_corpus(script, script.eval_split) if script.eval_split else None
+    peft_config = get_peft_config(model_args)
+    targets = (model_args.lora_target_modules or "all-linear") if peft_config is not None else "all-linear"
+    fisher = fisher_for(ewc, model, tokenizer, targets) if ewc.ewc_lambda > 0 else None
+    if training.completion_only_loss is None:
+        training.completion_only_loss = True
+    trainer = EWCSFTTrainer(
+        model=model,
+        args=training,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        fisher=fisher,
+        ewc_lambda=ewc.ewc_lambda,
+    )
+    last = get_last_checkpoint(training.output_dir) if Path(training.output_dir).is_dir() else None
+    trainer.train(resume_from_checkpoint=training.resume_from_checkpoint or last)
+    trainer.save_model(training.output_dir)
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(training.output_dir)
+    return trainer
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m e2wm.train`` / ``accelerate launch -m e2wm.train``."""
+    try:
+        train(*parse(argv))
+    except E2WMError as exc:
+        print(f"e2wm train: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

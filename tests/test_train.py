@@ -1,0 +1,231 @@
+"""EWC-LoRA training through TRL: adapters only, lambda 0 is plain LoRA, weights, resume, data parallel."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from tiny_lm import save_tiny_corpus, save_tiny_lm
+from transformers import AutoModelForCausalLM, TrainerCallback
+from trl import SFTTrainer
+
+from e2wm.config import parse
+from e2wm.errors import E2WMError
+from e2wm.train import load_corpus, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory):
+    return save_tiny_lm(tmp_path_factory.mktemp("lm"))
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return save_tiny_corpus(tmp_path_factory.mktemp("corpus") / "corpus")
+
+
+def argv(lm, corpus, out, *extra):
+    return [
+        "--model_name_or_path", str(lm), "--dtype", "float32", "--dataset", str(corpus),
+        "--output_dir", str(out),
+        "--use_peft", "true", "--lora_r", "4", "--lora_alpha", "8", "--lora_dropout", "0.0",
+        "--lora_target_modules", "q_proj", "v_proj", "--max_steps", "3", "--per_device_train_batch_size", "4",
+        "--learning_rate", "0.01", "--use_cpu", "true", "--bf16", "false", "--report_to", "none",
+        "--save_strategy", "no", "--eval_strategy", "no", "--logging_steps", "1", "--max_length", "64",
+        "--seed", "0", *extra,
+    ]  # fmt: skip
+
+
+def adapter(out):
+    return load_file(str(Path(out) / "adapter_model.safetensors"))
+
+
+def run(lm, corpus, out, *extra):
+    return train(*parse(argv(lm, corpus, out, *extra)))
+
+
+def test_three_steps_change_only_adapter_weights(lm, corpus, tmp_path):
+    base = AutoModelForCausalLM.from_pretrained(lm).state_dict()
+    trainer = run(lm, corpus, tmp_path / "out")
+    trained = {
+        k.replace("base_model.model.", "").replace(".base_layer", ""): v
+        for k, v in trainer.model.state_dict().items()
+        if "lora_" not in k
+    }
+    assert all(torch.equal(trained[k], v) for k, v in base.items())
+    lora = adapter(tmp_path / "out")
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in lora.items())
+    assert trainer.state.global_step == 3
+
+
+def test_lambda_zero_is_exactly_plain_lora(lm, corpus, tmp_path):
+    ours = run(lm, corpus, tmp_path / "ours", "--ewc_lambda", "0")
+    script, training, model_args, _ = parse(argv(lm, corpus, tmp_path / "plain"))
+    from trl import get_peft_config
+
+    from e2wm.train import load_corpus as corpus_split
+
+    training.completion_only_loss = True
+    plain = SFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(lm),
+        args=training,
+        train_dataset=corpus_split(script, "train").remove_columns("weight"),
+        peft_config=get_peft_config(model_args),
+    )
+    plain.train()
+    theirs = {k: v for k, v in plain.model.state_dict().items() if "lora_" in k}
+    mine = {k: v for k, v in ours.model.state_dict().items() if "lora_" in k}
+    assert mine.keys() == theirs.keys()
+    assert all(torch.allclose(mine[k], theirs[k], atol=1e-6) for k in mine)
+
+
+def test_ewc_penalty_is_logged_and_holds_weights_back(lm, corpus, tmp_path):
+    fisher = tmp_path / "fisher.safetensors"
+    common = ("--fisher_path", str(fisher), "--fisher_samples", "8", "--fisher_max_length", "32")
+    free = run(lm, corpus, tmp_path / "free", "--ewc_lambda", "0")
+    held = run(lm, corpus, tmp_path / "held", "--ewc_lambda", "1e7", *common)
+    assert fisher.exists()
+    logs = [entry for entry in held.state.log_history if "ewc_penalty" in entry]
+    assert logs and all("ce_loss" in entry for entry in logs) and logs[-1]["ewc_penalty"] > 0
+    from e2wm.fisher import load_fisher
+
+    values, metadata = load_fisher(fisher)
+    assert metadata["data"] == "general"
+
+    def distance(trainer):
+        total = 0.0
+        for name, module in trainer.model.named_modules():
+            if hasattr(module, "get_delta_weight"):
+                key = name.replace("base_model.model.", "") + ".weight"
+                total += float((values[key] * module.get_delta_weight("default") ** 2).sum())
+        return total
+
+    assert distance(held) < distance(free)
+
+
+def test_task_weights_scale_each_examples_loss(lm, corpus, tmp_path):
+    """With every example weighted 0, no gradient reaches the adapter: it stays at its initialization."""
+    trainer = run(
+        lm,
+        corpus,
+        tmp_path / "zero",
+        "--task_weights",
+        json.dumps({"counting": 0.0, "activity_recognition": 0.0}),
+    )
+    lora_b = [v for k, v in trainer.model.state_dict().items() if "lora_B" in k]
+    assert all(torch.count_nonzero(v) == 0 for v in lora_b)
+    counting_only = run(
+        lm, corpus, tmp_path / "half", "--task_weights", json.dumps({"activity_recognition": 0.0})
+    )
+    assert any(
+        torch.count_nonzero(v) > 0 for k, v in counting_only.model.state_dict().items() if "lora_B" in k
+    )
+
+
+class _Killed(Exception):
+    pass
+
+
+class _KillAfterSave(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == 2:
+            raise _Killed
+
+
+def test_resume_from_checkpoint_continues_identically(lm, corpus, tmp_path, monkeypatch):
+    saving = ("--save_strategy", "steps", "--save_steps", "2", "--max_steps", "4")
+    straight = run(lm, corpus, tmp_path / "straight", *saving)
+    from e2wm import trainer as trainer_module
+
+    original = trainer_module.EWCSFTTrainer.__init__
+
+    def killed_init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.add_callback(_KillAfterSave())
+
+    monkeypatch.setattr(trainer_module.EWCSFTTrainer, "__init__", killed_init)
+    with pytest.raises(_Killed):
+        run(lm, corpus, tmp_path / "resumed", *saving)
+    monkeypatch.setattr(trainer_module.EWCSFTTrainer, "__init__", original)
+    assert (tmp_path / "resumed" / "checkpoint-2").is_dir()
+    resumed = run(lm, corpus, tmp_path / "resumed", *saving)
+    assert resumed.state.global_step == 4
+    a, b = adapter(tmp_path / "straight"), adapter(tmp_path / "resumed")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert straight.state.global_step == 4
+
+
+DDP_SCRIPT = """
+import json, sys
+from e2wm.config import parse
+from e2wm.train import train
+
+trainer = train(*parse(sys.argv[1:-1]))
+if trainer.is_world_process_zero():
+    json.dump({"world": trainer.accelerator.num_processes}, open(sys.argv[-1], "w"))
+"""
+
+
+def test_two_process_data_parallel_matches_one_process(lm, corpus, tmp_path):
+    """torchrun, 2 CPU processes (gloo) with 2 examples each, equals 1 process with the global batch of 4."""
+    small = ("--max_train_examples", "4")
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT)
+    world = tmp_path / "world.json"
+    two = tmp_path / "two"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+         str(script), *argv(lm, corpus, two, "--per_device_train_batch_size", "2", *small), str(world)],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(world.read_text())["world"] == 2
+    one = run(lm, corpus, tmp_path / "one", "--per_device_train_batch_size", "4", *small)
+    assert one.accelerator.num_processes == 1
+    a, b = adapter(two), adapter(tmp_path / "one")
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_bad_corpus_is_one_line_error(lm, tmp_path):
+    script, *_ = parse(argv(lm, tmp_path / "missing", tmp_path / "out"))
+    with pytest.raises(E2WMError, match="cannot load corpus"):
+        load_corpus(script, "train")
+    proc = subprocess.run(
+        [sys.executable, "-m", "e2wm.train", *argv(lm, tmp_path / "missing", tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "cannot load corpus" in proc.stderr
+
+
+@pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_recipe_parses_and_names_its_launch_command(recipe):
+    first = recipe.read_text().splitlines()[0]
+    assert first.startswith("# accelerate launch --config_file accelerate_configs/")
+    assert first.endswith(f"-m e2wm.train --config recipes/{recipe.name}")
+    launch_config = ROOT / first.split("--config_file ")[1].split()[0]
+    assert launch_config.exists()
+    keys = yaml.safe_load(recipe.read_text())
+    # Parse on this CPU machine: GPU precision flags are overridden, every other value is checked.
+    script, training, model_args, ewc = parse(
+        ["--config", str(recipe), "--bf16", "false", "--fp16", "false", "--use_cpu", "true"]
+    )
+    assert model_args.model_name_or_path == keys["model_name_or_path"]
+    assert training.output_dir == keys["output_dir"] and ewc.ewc_lambda == keys.get("ewc_lambda", 0.0)
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "accelerate_configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_accelerate_config_parses(config):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    loaded = load_config_from_file(str(config))
+    assert str(loaded.distributed_type).split(".")[-1] in {"NO", "MULTI_GPU", "DEEPSPEED", "FSDP"}
+    assert loaded.num_processes >= 1
