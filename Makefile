@@ -27,12 +27,15 @@ demo: setup
 	$(BIN)/e2wm inspect $(OUT)/rollouts
 	$(BIN)/e2wm build --rollouts $(OUT)/rollouts --out $(OUT)/corpus --overwrite --jsonl
 	$(BIN)/e2wm inspect $(OUT)/corpus
+	$(BIN)/accelerate launch --config_file accelerate_configs/cpu.yaml -m e2wm.train \
+		--config recipes/smollm2_ewc_lora_cpu.yaml --dataset $(OUT)/corpus \
+		--fisher_path $(OUT)/fisher-smollm2-135m.safetensors --output_dir $(OUT)/smollm2-135m-ewc-lora
 
 test: setup
 	$(BIN)/pytest -q
 
 bench: setup
-	@for script in bench/*.py; do $(BIN)/python $$script $(if $(QUICK),--quick) || exit 1; done
+	@for script in bench/[!_]*.py; do $(BIN)/python $$script $(if $(QUICK),--quick) || exit 1; done
 
 lint: setup
 	$(BIN)/ruff check e2wm tests bench

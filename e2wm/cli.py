@@ -179,6 +179,15 @@ def _shard_range(text: str) -> tuple[int, int]:
     return first, last
 
 
+TRAIN_HELP = """Fine-tune a causal LM on an e2wm corpus with LoRA (or full fine-tuning) plus EWC.
+
+    e2wm train --config recipes/RECIPE.yaml [--field value ...]
+    accelerate launch --config_file accelerate_configs/X.yaml -m e2wm.train --config recipes/RECIPE.yaml
+
+Every field of the recipe (e2wm.config: ScriptArguments, EWCConfig; TRL's SFTConfig, ModelConfig) can
+be given as a flag; `python -m e2wm.train --help` lists them all."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     from e2wm.collect import AGENTS
     from e2wm.splits import SPLITS
@@ -246,12 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=build)
 
-    from e2wm import train
-
     p = sub.add_parser(
         "train",
         help="fine-tune with LoRA + EWC from a recipe",
-        description=train.__doc__,
+        description=TRAIN_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", help="recipe YAML; any recipe field can follow as --field value")

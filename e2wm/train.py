@@ -11,6 +11,7 @@ checkpoints resumes from the last one. The adapter (or model) and tokenizer are 
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,9 @@ from e2wm.models import DEFAULT_MODEL, resolve_model
 from e2wm.trainer import EWCSFTTrainer
 
 COLUMNS = ("prompt", "completion", "weight")
+# bitsandbytes warns on every CPU import that an optional kernel package is missing; 4-bit CPU kernels
+# are not used here.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 def load_corpus(script: ScriptArguments, split: str) -> datasets.Dataset:
@@ -137,6 +141,8 @@ def train(
     script: ScriptArguments, training: SFTConfig, model_args: ModelConfig, ewc: EWCConfig
 ) -> EWCSFTTrainer:
     """Train as configured; returns the trainer (its model holds the trained adapter)."""
+    train_ds = load_corpus(script, script.train_split)  # bad data fails before any model is loaded
+    eval_ds = load_corpus(script, script.eval_split) if script.eval_split else None
     model_path = resolve_model(model_args.model_name_or_path or DEFAULT_MODEL)
     remote = training.trust_remote_code  # off unless the recipe asks for it
     tokenizer = AutoTokenizer.from_pretrained(
@@ -156,8 +162,6 @@ def train(
         device_map={"": PartialState().local_process_index} if quantization is not None else None,
         use_safetensors=True,
     )
-    train_ds = load_corpus(script, script.train_split)
-    eval_ds = load_corpus(script, script.eval_split) if script.eval_split else None
     peft_config = get_peft_config(model_args)
     targets = (model_args.lora_target_modules or "all-linear") if peft_config is not None else "all-linear"
     fisher = fisher_for(ewc, model, tokenizer, targets) if ewc.ewc_lambda > 0 else None

@@ -19,12 +19,11 @@ batch-1 pass at 128 tokens already keeps the cores busy, and the gain is far sma
 computes every weight's gradient), short of the 4x target: both are matmul-bound there, and the
 per-example gradients themselves cost little.
 
-    python bench/fisher_speed.py [--quick] [--device cpu|cuda]
+Run through ``bench/ewc.py``, which prints its headline line.
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
@@ -88,18 +87,14 @@ def timed(fn, device: str) -> tuple[float, tuple]:
     return time.perf_counter() - start, result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="two short rounds (under a minute on 2 cores)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
-
+def measure(quick: bool, device: str) -> tuple[float, float]:
+    """Examples/s of ``compute_fisher`` and its speed-up over ``fisher_loop`` (best rounds, checked equal)."""
     texts = general_text.passages("fisher")
     tokenizer = make_tokenizer(texts)
-    model = make_model(args.device)
-    rounds = 2 if args.quick else 4
-    ours_n = BATCH_SIZE if args.quick else 4 * BATCH_SIZE  # examples per round
-    loop_n = 4 if args.quick else 8
+    model = make_model(device)
+    rounds = 2 if quick else 4
+    ours_n = BATCH_SIZE if quick else 4 * BATCH_SIZE  # examples per round
+    loop_n = 4 if quick else 8
     common = dict(texts=texts, source="empirical", max_length=MAX_LENGTH, target_modules=["q_proj", "v_proj"])
 
     # Warm-up (allocator, kernels), then check the two agree on the same examples.
@@ -112,35 +107,18 @@ def main() -> None:
         # The first round runs the loop on the same examples as ours (the first `samples` of a seeded order
         # are the same for any count), to check the estimates; later rounds time fewer loop examples.
         n_loop = ours_n if r == 0 else loop_n
-        seconds, (ours, meta) = timed(
+        seconds, (ours, _) = timed(
             lambda r=r: compute_fisher(
                 model, tokenizer, samples=ours_n, batch_size=BATCH_SIZE, seed=r, **common
             ),
-            args.device,
+            device,
         )
         ours_s.append(seconds / ours_n)
         seconds, (ref, _) = timed(
-            lambda r=r, n=n_loop: fisher_loop(model, tokenizer, samples=n, seed=r, **common), args.device
+            lambda r=r, n=n_loop: fisher_loop(model, tokenizer, samples=n, seed=r, **common), device
         )
         loop_s.append(seconds / n_loop)
         if r == 0:
             for name in ours:
                 torch.testing.assert_close(ours[name], ref[name], rtol=1e-3, atol=1e-12, msg=name)
-        print(
-            f"round {r}: ours {1 / ours_s[-1]:.2f} examples/s ({ours_n} examples, {meta['tokens']} tokens), "
-            f"loop {1 / loop_s[-1]:.2f} examples/s ({n_loop} examples)",
-            flush=True,
-        )
-
-    rate = 1 / min(ours_s)
-    ratio = min(loop_s) / min(ours_s)
-    millions = sum(p.numel() for p in model.parameters()) / 1e6
-    print(
-        f"# {args.device}, {torch.get_num_threads()} threads, {millions:.0f}M parameters, "
-        f"batch {BATCH_SIZE}, max_length {MAX_LENGTH}; estimates agree (rtol 1e-3)"
-    )
-    print(f"bench fisher: examples_per_s = {rate:.2f} ({ratio:.1f}x vs batch-size-1 loop)")
-
-
-if __name__ == "__main__":
-    main()
+    return 1 / min(ours_s), min(loop_s) / min(ours_s)
