@@ -1,0 +1,1 @@
+"""Evaluation: multiple-choice scoring by answer log-likelihood."""
