@@ -418,23 +418,8 @@ def compute_fisher(
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise E2WMError(f"batch_size must be a positive integer, got {batch_size!r}")
-    targets = target_weights(model, target_modules)
-    examples, data = _examples(model, tokenizer, texts, source, samples, max_length, seed, data)
-    layers = _hookable(model, targets)
-    if layers is not None:
-        sums, tokens = _fisher_hooks(model, layers, examples, batch_size, _pad_id(tokenizer))
-    else:
-        sums, tokens = _fisher_per_example(model, targets, examples, _pad_id(tokenizer))
-    return _finish(
-        model,
-        sums,
-        len(examples),
-        tokens,
-        data=data,
-        source=source,
-        max_length=max_length,
-        target_modules=target_modules,
-        seed=seed,
+    return _estimate(
+        model, tokenizer, texts, source, samples, max_length, target_modules, seed, data, batch_size
     )
 
 
@@ -452,9 +437,20 @@ def fisher_loop(
 ) -> tuple[dict[str, Tensor], dict[str, str]]:
     """Reference estimate: the same examples as ``compute_fisher``, one at a time (batch size 1), ordinary
     ``backward`` with gradients only for the targets, squared gradients accumulated."""
+    return _estimate(model, tokenizer, texts, source, samples, max_length, target_modules, seed, data, None)
+
+
+def _estimate(
+    model, tokenizer, texts, source, samples, max_length, target_modules, seed, data, batch_size: int | None
+) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Batched hooks when ``batch_size`` is given and every target is a plain linear weight, else the loop."""
     targets = target_weights(model, target_modules)
     examples, data = _examples(model, tokenizer, texts, source, samples, max_length, seed, data)
-    sums, tokens = _fisher_per_example(model, targets, examples, _pad_id(tokenizer))
+    layers = _hookable(model, targets) if batch_size is not None else None
+    if layers is not None:
+        sums, tokens = _fisher_hooks(model, layers, examples, batch_size, _pad_id(tokenizer))
+    else:
+        sums, tokens = _fisher_per_example(model, targets, examples, _pad_id(tokenizer))
     return _finish(
         model,
         sums,
@@ -466,9 +462,6 @@ def fisher_loop(
         target_modules=target_modules,
         seed=seed,
     )
-
-
-# ---------------------------------------------------------------------------------------------- files
 
 
 def save_fisher(path: str | os.PathLike, fisher: dict[str, Tensor], metadata: dict[str, str]) -> Path:
