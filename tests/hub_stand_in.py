@@ -39,12 +39,13 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
+from loopback_server import LoopbackServer
 
 PREFIXES = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
@@ -161,7 +162,7 @@ Answer = tuple[int, dict[str, str], bytes]  # status, headers, body
 Route = tuple[str, re.Pattern[str], Callable[..., Answer]]
 
 
-class HubStandIn:
+class HubStandIn(LoopbackServer):
     """The API on ``url`` (127.0.0.1, a free port) from a daemon thread; state in ``repos`` and ``requests``.
 
     ``user`` is who every accepted token belongs to; ``rejected_tokens`` get a 401 on every request.
@@ -175,11 +176,7 @@ class HubStandIn:
         self.requests: list[HubRequest] = []
         self._lock = threading.RLock()
         self._counter = 0
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
-        self.port: int = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+        super().__init__(_handler(self))
         self._routes: list[Route] = [
             ("GET", re.compile(r"/api/whoami-v2"), self._whoami),
             ("GET", re.compile(r"/api/agent-harnesses"), self._agent_harnesses),
@@ -201,21 +198,6 @@ class HubStandIn:
         ]
 
     # -- lifecycle ---------------------------------------------------------------------------------------
-
-    def start(self) -> HubStandIn:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-
-    def __enter__(self) -> HubStandIn:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def client_env(
         self, token: str | None, home: str | Path | None = None, base: Mapping[str, str] | None = None

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from loopback_server import LoopbackServer
 
 from e2wm.errors import E2WMError
 from e2wm.simulator.protocol import Action
@@ -18,7 +20,7 @@ from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator
 CHARACTER = "<char0> "
 
 
-class UnityStandIn:
+class UnityStandIn(LoopbackServer):
     """Serves the API on 127.0.0.1 at a free ``port`` from a daemon thread; ``requests`` records each request.
 
     >>> with UnityStandIn() as server:
@@ -29,24 +31,7 @@ class UnityStandIn:
         self.sim = VirtualHomeSimulator()
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self.port: int = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
-
-    def start(self) -> UnityStandIn:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-
-    def __enter__(self) -> UnityStandIn:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(_handler(self))
 
     def actions(self) -> list[str]:
         """The ``action`` of each request received, in order."""
