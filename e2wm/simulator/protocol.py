@@ -63,6 +63,13 @@ class NodeStateChange:
     added: tuple[str, ...]
     removed: tuple[str, ...]
 
+    @classmethod
+    def between(cls, node_id: int, name: str, old: set[str], new: set[str]) -> NodeStateChange | None:
+        """The change from states ``old`` to ``new``, or None if they are the same."""
+        if old == new:
+            return None
+        return cls(node_id, name, tuple(sorted(new - old)), tuple(sorted(old - new)))
+
 
 @dataclass
 class StateChange:

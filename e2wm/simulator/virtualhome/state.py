@@ -190,16 +190,9 @@ class GraphState:
             new = self._nodes.get(node_id)
             old_states = {s.name for s in old.states} if old is not None else set()
             new_states = {s.name for s in new.states} if new is not None else set()
-            if old_states != new_states:
-                name = (new or old).class_name
-                change.nodes.append(
-                    NodeStateChange(
-                        node_id,
-                        name,
-                        tuple(sorted(new_states - old_states)),
-                        tuple(sorted(old_states - new_states)),
-                    )
-                )
+            node = NodeStateChange.between(node_id, (new or old).class_name, old_states, new_states)
+            if node is not None:
+                change.nodes.append(node)
         for (src, rel, dst), delta in sorted(
             edges.items(), key=lambda kv: (kv[0][0], kv[0][1].value, kv[0][2])
         ):

@@ -57,16 +57,10 @@ def graph_change(before: dict[str, Any], after: dict[str, Any]) -> StateChange:
     for node_id in sorted(old.keys() | new.keys()):
         old_states = set(old[node_id]["states"]) if node_id in old else set()
         new_states = set(new[node_id]["states"]) if node_id in new else set()
-        if old_states != new_states:
-            name = (new.get(node_id) or old[node_id])["class_name"]
-            change.nodes.append(
-                NodeStateChange(
-                    node_id,
-                    name,
-                    tuple(sorted(new_states - old_states)),
-                    tuple(sorted(old_states - new_states)),
-                )
-            )
+        name = (new.get(node_id) or old[node_id])["class_name"]
+        node = NodeStateChange.between(node_id, name, old_states, new_states)
+        if node is not None:
+            change.nodes.append(node)
     old_edges = {(e["from_id"], e["relation_type"], e["to_id"]) for e in before["edges"]}
     new_edges = {(e["from_id"], e["relation_type"], e["to_id"]) for e in after["edges"]}
     change.edges_added = [Edge(*e) for e in sorted(new_edges - old_edges)]
