@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -209,6 +209,34 @@ def wilson_interval(correct: int, n: int, z: float = Z_95) -> tuple[float, float
     return max(0.0, center - half), min(1.0, center + half)
 
 
+def mc_predictions(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[dict],
+    normalization: str | dict[str, str] = "mean",
+) -> list[int]:
+    """The predicted choice index of each example (which must have ``choices``).
+
+    ``normalization`` is one for all tasks, or per task (task -> normalization, others ``"mean"``). Under
+    ``"unconditional"`` the normalisers of all distinct answers are scored first, in batches on one cache
+    of "Answer:".
+    """
+    norms = [
+        normalization if isinstance(normalization, str) else normalization.get(ex["task"], "mean")
+        for ex in examples
+    ]
+    unconditional = None
+    if "unconditional" in norms:  # every distinct answer's normaliser, in batches, up front
+        unconditional = UnconditionalScorer(model, tokenizer)
+        unconditional(
+            [c for ex, n in zip(examples, norms, strict=True) if n == "unconditional" for c in ex["choices"]]
+        )
+    return [
+        predict(model, tokenizer, ex["prompt"], list(ex["choices"]), norm, unconditional)
+        for ex, norm in zip(examples, norms, strict=True)
+    ]
+
+
 def evaluate_multiple_choice(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -217,28 +245,15 @@ def evaluate_multiple_choice(
 ) -> dict[str, dict[str, float]]:
     """Accuracy per task: ``{task: {"accuracy", "n", "ci_low", "ci_high"}}`` (95% Wilson interval).
 
-    ``normalization`` is one for all tasks, or per task (task -> normalization, others ``"mean"``).
-    Examples without choices (open-ended ones) are skipped. Under ``"unconditional"`` the normalisers of
-    all distinct answers are scored first, in batches on one cache of "Answer:".
+    Examples without choices (open-ended ones) are skipped; see ``mc_predictions`` for ``normalization``.
     """
     examples = [ex for ex in examples if ex["choices"]]
-    norms = [
-        normalization if isinstance(normalization, str) else normalization.get(ex["task"], "mean")
-        for ex in examples
-    ]
+    guesses = mc_predictions(model, tokenizer, examples, normalization)
     correct: dict[str, int] = defaultdict(int)
     total: dict[str, int] = defaultdict(int)
-    unconditional = None
-    if "unconditional" in norms:  # every distinct answer's normaliser, in batches, up front
-        unconditional = UnconditionalScorer(model, tokenizer)
-        unconditional(
-            [c for ex, n in zip(examples, norms, strict=True) if n == "unconditional" for c in ex["choices"]]
-        )
-    for ex, norm in zip(examples, norms, strict=True):
-        task = ex["task"]
-        guess = predict(model, tokenizer, ex["prompt"], list(ex["choices"]), norm, unconditional)
-        correct[task] += guess == ex["label"]
-        total[task] += 1
+    for ex, guess in zip(examples, guesses, strict=True):
+        correct[ex["task"]] += guess == ex["label"]
+        total[ex["task"]] += 1
     results = {}
     for task, n in total.items():
         low, high = wilson_interval(correct[task], n)
