@@ -19,6 +19,7 @@ from e2wm.eval.scoring import (
     evaluate_multiple_choice,
     naive_choice_logprobs,
     normalize,
+    packed_logprobs,
     predict,
     score_choices,
     wilson_interval,
@@ -84,6 +85,20 @@ def test_cached_equals_naive(lm, prompt):
     torch.testing.assert_close(
         torch.tensor([s for s, _ in cached]), torch.tensor([s for s, _ in naive]), rtol=1e-4, atol=1e-4
     )
+
+
+@pytest.mark.parametrize("max_tokens", [1, 40, 2048])
+def test_packed_items_equal_naive(lm, max_tokens):
+    """Several prompts of different lengths in one pack (or one per pack) score as if alone."""
+    model, tok = lm
+    items = [(p, [" " + c for c in CHOICES[k:]]) for k, p in enumerate(PROMPTS)]
+    packed = packed_logprobs(model, tok, items, max_tokens=max_tokens)
+    for (prompt, conts), got in zip(items, packed, strict=True):
+        naive = naive_choice_logprobs(model, tok, prompt, conts)
+        assert [n for _, n in got] == [n for _, n in naive]
+        torch.testing.assert_close(
+            torch.tensor([s for s, _ in got]), torch.tensor([s for s, _ in naive]), rtol=1e-4, atol=1e-4
+        )
 
 
 def test_unconditional_scores_equal_naive_and_are_memoised(lm):

@@ -7,6 +7,9 @@ tokens, unless tokenizing the concatenation changes the prompt's tokens (a merge
 in which case the continuation is tokenized alone, without special tokens. The naive scorer uses the
 same tokens, so both compute the same numbers.
 
+Several items are scored per forward: their prompts packed into one sequence under a block-diagonal
+causal mask, then all their choices packed on the prompts' KV cache (``packed_logprobs``).
+
 Normalizations: ``"sum"`` (log-likelihood), ``"mean"`` (per token), ``"unconditional"``
 (log p(answer | prompt) - log p(answer | "Answer:"), the normaliser context encoded once and each
 distinct answer scored once per ``UnconditionalScorer``).
@@ -14,14 +17,13 @@ distinct answer scored once per ``UnconditionalScorer``).
 
 from __future__ import annotations
 
-import copy
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from e2wm.errors import E2WMError
 
@@ -30,29 +32,8 @@ UNCONDITIONAL_CONTEXT = "Answer:"
 Z_95 = 1.959963984540054
 
 
-@dataclass(frozen=True)
-class Prefix:
-    """An encoded context: its token ids, its KV cache and the log-probs of the token after it."""
-
-    text: str
-    ids: list[int]
-    cache: Cache
-    next_logprobs: torch.Tensor
-
-
 def _device(model: PreTrainedModel) -> torch.device:
     return next(model.parameters()).device
-
-
-@torch.no_grad()
-def encode_prefix(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, text: str) -> Prefix:
-    """One forward over ``text`` with ``use_cache=True``, keeping only the last position's logits."""
-    ids = tokenizer(text)["input_ids"]
-    if not ids:
-        raise E2WMError(f"context {text!r} has no tokens to condition on")
-    model.eval()
-    out = model(torch.tensor([ids], device=_device(model)), use_cache=True, logits_to_keep=1)
-    return Prefix(text, ids, out.past_key_values, out.logits[0, -1].float().log_softmax(-1))
 
 
 def continuation_ids(
@@ -68,40 +49,106 @@ def continuation_ids(
     return ids
 
 
+@dataclass
+class _Item:
+    """One context and its continuations, tokenized."""
+
+    context: list[int]
+    continuations: list[list[int]]
+
+
+def _tokenize(tokenizer: PreTrainedTokenizerBase, context: str, continuations: Sequence[str]) -> _Item:
+    ids = tokenizer(context)["input_ids"]
+    if not ids:
+        raise E2WMError(f"context {context!r} has no tokens to condition on")
+    return _Item(ids, [continuation_ids(tokenizer, context, ids, c) for c in continuations])
+
+
+def _additive(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A ``[1, 1, Q, K]`` additive attention mask: 0 where ``keep``, else the dtype's minimum."""
+    return torch.zeros(keep.shape, dtype=dtype).masked_fill(~keep, torch.finfo(dtype).min)[None, None]
+
+
 @torch.no_grad()
-def choice_logprobs(
+def _score_pack(model: PreTrainedModel, items: list[_Item]) -> list[list[tuple[float, int]]]:
+    """Two forwards for several items: their contexts packed into one sequence (each attends causally to
+    itself only), then all their continuations packed on that KV cache (each attends to its own context's
+    cache entries and causally to itself). The last token of a continuation is only predicted, never fed."""
+    device, dtype = _device(model), model.dtype
+    ctx = [(i, j, t) for i, item in enumerate(items) for j, t in enumerate(item.context)]
+    ctx_item = torch.tensor([i for i, _, _ in ctx])
+    ctx_pos = torch.tensor([j for _, j, _ in ctx])
+    ends = torch.tensor([len(item.context) for item in items]).cumsum(0) - 1
+    keep = (ctx_item[:, None] == ctx_item[None]) & (ctx_pos[None] <= ctx_pos[:, None])
+    model.eval()
+    out = model(
+        torch.tensor([[t for _, _, t in ctx]], device=device),
+        attention_mask=_additive(keep, dtype).to(device),
+        position_ids=ctx_pos[None].to(device),
+        use_cache=True,
+        logits_to_keep=ends.to(device),
+    )
+    first = out.logits[0].float().log_softmax(-1)  # per item: log p(first continuation token | context)
+    scores = [[first[i, cont[0]].item() for cont in item.continuations] for i, item in enumerate(items)]
+    fed = [  # (item, choice, position, token) of every continuation token but the last
+        (i, c, len(item.context) + j, t)
+        for i, item in enumerate(items)
+        for c, cont in enumerate(item.continuations)
+        for j, t in enumerate(cont[:-1])
+    ]
+    if fed:
+        q_item, q_choice, q_pos = (torch.tensor([f[k] for f in fed]) for k in range(3))
+        k_item = torch.cat([ctx_item, q_item])
+        k_choice = torch.cat([torch.full_like(ctx_item, -1), q_choice])
+        k_pos = torch.cat([ctx_pos, q_pos])
+        own = (k_choice[None] == q_choice[:, None]) & (k_pos[None] <= q_pos[:, None])
+        keep = (q_item[:, None] == k_item[None]) & ((k_choice[None] == -1) | own)
+        logits = model(
+            torch.tensor([[f[3] for f in fed]], device=device),
+            attention_mask=_additive(keep, dtype).to(device),
+            position_ids=q_pos[None].to(device),
+            past_key_values=out.past_key_values,
+        ).logits[0]
+        targets = torch.tensor([t for item in items for cont in item.continuations for t in cont[1:]])
+        token_logprobs = logits.float().log_softmax(-1).gather(-1, targets[:, None].to(device))[:, 0]
+        for (i, c, _, _), value in zip(fed, token_logprobs.tolist(), strict=True):
+            scores[i][c] += value
+    return [
+        [(score, len(cont)) for score, cont in zip(row, item.continuations, strict=True)]
+        for row, item in zip(scores, items, strict=True)
+    ]
+
+
+def packed_logprobs(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    prompt: str,
-    continuations: list[str],
-    prefix: Prefix | None = None,
-) -> list[tuple[float, int]]:
-    """(sum of log p(token | prompt, earlier tokens), token count) of each continuation.
+    items: Sequence[tuple[str, Sequence[str]]],
+    max_tokens: int = 2048,
+) -> list[list[tuple[float, int]]]:
+    """(sum of log p(token | context, earlier tokens), token count) of each continuation of each
+    ``(context, continuations)`` item. Items are packed several to a forward, up to ``max_tokens`` tokens of
+    contexts and continuations; each context is encoded once and its KV cache serves all its continuations."""
+    tokenized = [_tokenize(tokenizer, context, conts) for context, conts in items]
+    results: list[list[tuple[float, int]]] = []
+    pack: list[_Item] = []
+    size = 0
+    for item in tokenized:
+        tokens = len(item.context) + sum(len(c) - 1 for c in item.continuations)
+        if pack and size + tokens > max_tokens:
+            results += _score_pack(model, pack)
+            pack, size = [], 0
+        pack.append(item)
+        size += tokens
+    if pack:
+        results += _score_pack(model, pack)
+    return results
 
-    The prompt is run once (or ``prefix``, its encoding, is reused); the continuations then run as one
-    right-padded batch on copies of its KV cache, positions continuing from the prompt length. Padding
-    sits after every real token, so causal attention keeps it out of the real scores; it is masked out
-    of the sums. The last token of a continuation is only predicted, never fed.
-    """
-    prefix = prefix or encode_prefix(model, tokenizer, prompt)
-    conts = [continuation_ids(tokenizer, prefix.text, prefix.ids, c) for c in continuations]
-    device, n, width = _device(model), len(conts), max(map(len, conts))
-    ids = torch.zeros(n, width, dtype=torch.long, device=device)
-    for i, c in enumerate(conts):
-        ids[i, : len(c)] = torch.tensor(c)
-    logprobs = prefix.next_logprobs.expand(n, 1, -1)
-    if width > 1:
-        cache = copy.deepcopy(prefix.cache)
-        cache.batch_repeat_interleave(n)
-        start = len(prefix.ids)
-        positions = torch.arange(start, start + width - 1, device=device).expand(n, -1)
-        logits = model(ids[:, :-1], past_key_values=cache, position_ids=positions, use_cache=True).logits
-        logprobs = torch.cat([logprobs, logits.float().log_softmax(-1)], dim=1)
-    token_logprobs = logprobs.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
-    lengths = torch.tensor([len(c) for c in conts], device=device)
-    mask = torch.arange(width, device=device) < lengths.unsqueeze(1)
-    sums = (token_logprobs * mask).sum(1).tolist()
-    return list(zip(sums, lengths.tolist(), strict=True))
+
+def choice_logprobs(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str, continuations: list[str]
+) -> list[tuple[float, int]]:
+    """(log-likelihood, token count) of each continuation of one prompt (see ``packed_logprobs``)."""
+    return packed_logprobs(model, tokenizer, [(prompt, continuations)])[0]
 
 
 @torch.no_grad()
@@ -130,8 +177,7 @@ class UnconditionalScorer:
         context: str = UNCONDITIONAL_CONTEXT,
         batch_size: int = 64,
     ):
-        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
-        self.prefix = encode_prefix(model, tokenizer, context)
+        self.model, self.tokenizer, self.context, self.batch_size = model, tokenizer, context, batch_size
         self.scores: dict[str, float] = {}
 
     def __call__(self, answers: list[str]) -> list[float]:
@@ -139,7 +185,7 @@ class UnconditionalScorer:
         for i in range(0, len(new), self.batch_size):
             batch = new[i : i + self.batch_size]
             conts = [" " + a for a in batch]
-            scored = choice_logprobs(self.model, self.tokenizer, self.prefix.text, conts, self.prefix)
+            scored = choice_logprobs(self.model, self.tokenizer, self.context, conts)
             self.scores.update((a, s) for a, (s, _) in zip(batch, scored, strict=True))
         return [self.scores[a] for a in answers]
 
@@ -231,9 +277,18 @@ def mc_predictions(
         unconditional(
             [c for ex, n in zip(examples, norms, strict=True) if n == "unconditional" for c in ex["choices"]]
         )
+    scores = packed_logprobs(
+        model, tokenizer, [(ex["prompt"], [" " + c for c in ex["choices"]]) for ex in examples]
+    )
     return [
-        predict(model, tokenizer, ex["prompt"], list(ex["choices"]), norm, unconditional)
-        for ex, norm in zip(examples, norms, strict=True)
+        argmax(
+            normalize(
+                sc,
+                norm,
+                unconditional(list(ex["choices"])) if unconditional and norm == "unconditional" else None,
+            )
+        )
+        for ex, norm, sc in zip(examples, norms, scores, strict=True)
     ]
 
 
