@@ -1,0 +1,643 @@
+"""Top-down videos of rollout episodes, with timestamped templated narration, for the multimodal model.
+
+An episode is re-executed in the symbolic simulator (as ``e2wm.corpus.trace`` does) and drawn frame by
+frame: the floor plan of the scene's rooms (their bounding boxes projected onto x/z when every room has
+one; the shipped TrimmedTestScene1 graphs have none, so rooms are then laid out on a grid in id order),
+the objects the episode touches as small squares coloured by state (on, open, off, closed, else plain;
+held objects travel beside their holder), and each person as a coloured dot. An object without a
+bounding box sits at a fixed spot of its room (a hash of its id) or beside what it is on or inside.
+
+Timeline: ``lead_in`` frames of the initial state, then ``frames_per_step`` frames per step. In a step
+the acting person moves, for its first ``move_fraction`` of frames, to stand beside what it acts on
+(a room: the room's centre); the step's effect appears on the next frame; the caption is timed at the
+step's last frame: ``time = (lead_in + (k + 1) * frames_per_step - 1) / fps`` for step k. Failed steps
+move nothing and say nothing. Rendering is deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import re
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+import orjson
+from tqdm import tqdm
+from virtualhome_eval.simulation.evolving_graph.environment import Relation
+
+from e2wm.corpus.build import load_episodes
+from e2wm.corpus.trace import initial_graph
+from e2wm.errors import E2WMError
+from e2wm.multimodal.video_io import Caption, Clip
+from e2wm.simulator.protocol import Action
+from e2wm.simulator.virtualhome import resources
+from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator
+from e2wm.splits import SPLITS
+
+RGB = tuple[int, int, int]
+RenderedClip = Clip  # a rendered episode is a clip named by its episode id
+
+# --- narration ---------------------------------------------------------------------------------------------
+
+# Slot "verb" (a VirtualHome verb, lower case) -> caption template. {object} and {place} are the
+# action's targets; a person's name ("person 2") starts the caption in episodes with several people,
+# except for state captions, which say what became of the object.
+TEMPLATES: dict[str, str] = {
+    "walk": "walked to the {object}",
+    "run": "ran to the {object}",
+    "find": "found the {object}",
+    "grab": "grabbed the {object}",
+    "open": "the {object} is open now",
+    "close": "the {object} is closed now",
+    "switchon": "the {object} is on now",
+    "switchoff": "the {object} is off now",
+    "putback": "put the {object} on the {place}",
+    "putin": "put the {object} in the {place}",
+    "pour": "poured the {object} into the {place}",
+    "putobjback": "put back the {object}",
+    "drop": "dropped the {object}",
+    "release": "released the {object}",
+    "sit": "sat on the {object}",
+    "lie": "lay on the {object}",
+    "standup": "stood up",
+    "sleep": "fell asleep",
+    "wakeup": "woke up",
+    "drink": "drank from the {object}",
+    "eat": "ate the {object}",
+    "read": "read the {object}",
+    "watch": "watched the {object}",
+    "type": "typed on the {object}",
+    "plugin": "plugged in the {object}",
+    "plugout": "unplugged the {object}",
+    "puton": "put on the {object}",
+    "putoff": "took off the {object}",
+    "lookat": "looked at the {object}",
+    "turnto": "turned to the {object}",
+    "pointat": "pointed at the {object}",
+    "touch": "touched the {object}",
+    "greet": "greeted the {object}",
+    "wipe": "wiped the {object}",
+    "wash": "washed the {object}",
+    "rinse": "rinsed the {object}",
+    "scrub": "scrubbed the {object}",
+    "squeeze": "squeezed the {object}",
+    "cut": "cut the {object}",
+    "push": "pushed the {object}",
+    "pull": "pulled the {object}",
+    "move": "moved the {object}",
+}
+STATE_OF_VERB = {"open": "open", "close": "closed", "switchon": "on", "switchoff": "off"}
+_VERB_ALIASES = {"lookat_short": "lookat", "lookat_long": "lookat"}
+
+
+def caption_slots(verb: str, objects: Sequence[str], actor: str | None = None) -> dict[str, str]:
+    """The event slots of a successful step: verb, object, place (second target), state, actor."""
+    verb = _VERB_ALIASES.get(verb.lower(), verb.lower())
+    if verb not in TEMPLATES:
+        raise E2WMError(f"no caption template for verb [{verb.upper()}]")
+    slots = {"verb": verb}
+    for key, name in zip(("object", "place"), objects, strict=False):
+        slots[key] = name.replace("_", " ")
+    if verb in STATE_OF_VERB:
+        slots["state"] = STATE_OF_VERB[verb]
+    elif actor is not None:
+        slots["actor"] = actor
+    return slots
+
+
+def caption_text(slots: Mapping[str, str]) -> str:
+    """The caption of ``slots``: ``grabbed the mug``, ``person 2 walked to the kitchen``."""
+    text = TEMPLATES[slots["verb"]].format(object=slots.get("object", ""), place=slots.get("place", ""))
+    return f"{slots['actor']} {text}" if "actor" in slots else text
+
+
+def _pattern(verb: str, template: str) -> re.Pattern[str]:
+    body = (
+        re.escape(template).replace(r"\{object\}", "(?P<object>.+?)").replace(r"\{place\}", "(?P<place>.+?)")
+    )
+    actor = "" if verb in STATE_OF_VERB else r"(?:(?P<actor>person \d+) )?"
+    return re.compile(f"^{actor}{body}$")
+
+
+_PATTERNS = {verb: _pattern(verb, template) for verb, template in TEMPLATES.items()}
+
+
+def parse_caption(text: str) -> dict[str, str] | None:
+    """The slots a templated caption states (the inverse of ``caption_text``), or None if none fits.
+
+    Case, surrounding space and a final full stop are ignored; the first template that fits wins.
+    """
+    text = " ".join(text.lower().split()).rstrip(".")
+    for verb, pattern in _PATTERNS.items():
+        match = pattern.match(text)
+        if match:
+            slots = {"verb": verb, **{k: v for k, v in match.groupdict().items() if v is not None}}
+            if verb in STATE_OF_VERB:
+                slots["state"] = STATE_OF_VERB[verb]
+            return slots
+    return None
+
+
+# --- configuration -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """Frame size, timing and colours of rendered episodes."""
+
+    size: int = 64  # square frames, even (yuv420p video)
+    fps: int = 16
+    frames_per_step: int = 8
+    lead_in: int = 8  # frames of the initial state before the first step
+    move_fraction: float = 0.5  # share of a step's frames the acting person spends moving
+    background: RGB = (16, 16, 20)
+    wall: RGB = (60, 60, 70)
+    room_colours: tuple[RGB, ...] = (
+        (190, 172, 140),
+        (146, 176, 196),
+        (170, 194, 150),
+        (200, 160, 170),
+        (172, 162, 206),
+        (206, 194, 128),
+    )
+    person_colours: tuple[RGB, ...] = ((230, 30, 30), (30, 80, 240), (250, 140, 0), (150, 30, 200))
+    plain: RGB = (250, 250, 250)  # an object with none of the states below
+    on: RGB = (255, 235, 0)
+    open: RGB = (0, 200, 70)
+    off: RGB = (70, 70, 70)
+    closed: RGB = (130, 60, 10)
+
+    def validate(self) -> None:
+        if self.size < 16 or self.size % 2:
+            raise E2WMError(f"--size must be even and at least 16, got {self.size}")
+        if self.fps < 1 or self.frames_per_step < 2 or self.lead_in < 0:
+            raise E2WMError("fps must be >= 1, frames_per_step >= 2 and lead_in >= 0")
+        if not 0 < self.move_fraction <= 1:
+            raise E2WMError(f"move_fraction must be in (0, 1], got {self.move_fraction}")
+        if not self.room_colours or not self.person_colours:
+            raise E2WMError("room_colours and person_colours need at least one colour each")
+
+    @property
+    def marker(self) -> int:
+        """Half the side of an object's square, in pixels."""
+        return max(1, round(self.size / 48))
+
+    @property
+    def radius(self) -> float:
+        """A person's dot radius, in pixels."""
+        return max(2.0, self.size / 24)
+
+    def state_colour(self, states: frozenset[str]) -> RGB:
+        for state in ("ON", "OPEN", "OFF", "CLOSED"):
+            if state in states:
+                return getattr(self, state.lower())
+        return self.plain
+
+
+# --- the episode, re-executed ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Moment:
+    """Who holds which touched object, what each rests on or in, and its states, before or after a step."""
+
+    holder: dict[int, int]  # held object -> person index
+    support: dict[int, int | None]  # object -> the non-room node it is on or inside
+    states: dict[int, frozenset[str]]
+
+
+def _moment(sim: VirtualHomeSimulator, objects: list[int], people: int) -> _Moment:
+    holder = {obj: k for k in range(people) for obj in sim.holds(k)}
+    support: dict[int, int | None] = {}
+    for obj in objects:
+        on = [
+            i
+            for rel in (Relation.ON, Relation.INSIDE)
+            for i in sorted(sim.state.ids_from(obj, rel))
+            if sim.node(i).category != "Rooms"
+        ]
+        support[obj] = on[0] if on else None
+    return _Moment(holder, support, {obj: frozenset(sim.states_of(obj)) for obj in objects})
+
+
+def _replay(
+    episode: dict[str, Any], graph: dict[str, Any]
+) -> tuple[VirtualHomeSimulator, list[int], list[_Moment]]:
+    """Re-execute ``episode``: the simulator (back at the start), touched objects, moments between steps."""
+    name = episode["episode_id"]
+    sim = VirtualHomeSimulator(graph)
+    for room in episode["people_rooms"][1:]:
+        node = sim.node(room)
+        if node is None or node.category != "Rooms":
+            raise E2WMError(f"episode {name}: person start {room} is not a room of its scene")
+        sim.state.add_character(room)
+    people = len(sim.state.char_ids)
+    objects: list[int] = []
+    for step in episode["steps"]:
+        for obj in step["object_ids"]:
+            node = sim.node(obj)
+            if node is None:
+                raise E2WMError(f"episode {name}: object {obj} is not in its scene graph")
+            if node.category not in ("Rooms", "Characters") and obj not in objects:
+                objects.append(obj)
+    mark = sim.mark()
+    moments = [_moment(sim, objects, people)]
+    for step in episode["steps"]:
+        if not 0 <= step["actor"] < people:
+            raise E2WMError(f"episode {name} step {step['index']}: no person {step['actor']}")
+        result = sim.step(Action.parse(step["action"]), step["actor"])
+        if result.success != step["success"]:
+            raise E2WMError(
+                f"episode {name} step {step['index']} ({step['action']}) no longer "
+                f"{'succeeds' if step['success'] else 'fails'} in the simulator: stale or corrupt rollouts"
+            )
+        moments.append(_moment(sim, objects, people))
+    sim.rollback(mark)  # back to the initial scene: the layout reads it
+    return sim, objects, moments
+
+
+# --- the floor plan ----------------------------------------------------------------------------------------
+
+
+def _unit(*key: object) -> float:
+    """A deterministic number in [0, 1) from ``key``."""
+    return zlib.crc32(repr(key).encode()) / 2**32
+
+
+def _box(node: Any) -> tuple[float, float, float, float] | None:
+    """A node's bounding box projected onto x/z: (x0, z0, x1, z1), if it has one."""
+    box = node.bounding_box
+    try:
+        (cx, _, cz), (sx, _, sz) = box["center"], box["size"]
+        return cx - sx / 2, cz - sz / 2, cx + sx / 2, cz + sz / 2
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
+class _Plan:
+    """The rooms in pixels, the floor-plan image, and where each node rests at the start."""
+
+    def __init__(self, sim: VirtualHomeSimulator, config: RenderConfig):
+        self.sim, self.config = sim, config
+        rooms = sorted(n.id for n in sim.state.get_nodes_by_attr("category", "Rooms"))
+        if not rooms:
+            raise E2WMError("scene graph: no rooms to draw")
+        boxes = {r: _box(sim.node(r)) for r in rooms}
+        self.boxes = all(boxes.values())
+        if not self.boxes:
+            cols = math.ceil(math.sqrt(len(rooms)))
+            boxes = {r: (i % cols, i // cols, i % cols + 1, i // cols + 1) for i, r in enumerate(rooms)}
+        x0, z0 = min(b[0] for b in boxes.values()), min(b[1] for b in boxes.values())
+        x1, z1 = max(b[2] for b in boxes.values()), max(b[3] for b in boxes.values())
+        span = config.size - 3
+        self.scale = span / max(x1 - x0, z1 - z0, 1e-6)
+        self.origin = (
+            1 + (span - (x1 - x0) * self.scale) / 2 - x0 * self.scale,
+            1 + (span - (z1 - z0) * self.scale) / 2 - z0 * self.scale,
+        )
+        self.rooms = {r: self._pixels(b) for r, b in boxes.items()}
+        self.image = np.empty((config.size, config.size, 3), np.uint8)
+        self.image[:] = config.background
+        for i, room in enumerate(rooms):
+            left, top, right, bottom = (round(v) for v in self.rooms[room])
+            cv2.rectangle(
+                self.image,
+                (left, top),
+                (right, bottom),
+                config.room_colours[i % len(config.room_colours)],
+                -1,
+            )
+            cv2.rectangle(self.image, (left, top), (right, bottom), config.wall, 1)
+        self._homes: dict[int, tuple[float, float]] = {}
+
+    def _pixels(self, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        (ox, oz), s = self.origin, self.scale
+        return ox + box[0] * s, oz + box[1] * s, ox + box[2] * s, oz + box[3] * s
+
+    def room_centre(self, room: int) -> tuple[float, float]:
+        left, top, right, bottom = self.rooms[room]
+        return (left + right) / 2, (top + bottom) / 2
+
+    def beside(self, node: int, anchor: tuple[float, float]) -> tuple[float, float]:
+        """A spot next to ``anchor`` for ``node``: the side is a hash of the node id."""
+        angle = 2 * math.pi * _unit("side", node)
+        gap = 2 * self.config.marker + 1
+        return anchor[0] + gap * math.cos(angle), anchor[1] + gap * math.sin(angle)
+
+    def home(self, node: int, depth: int = 0) -> tuple[float, float]:
+        """Where a node rests in the initial scene, in pixels."""
+        if node in self._homes:
+            return self._homes[node]
+        sim = self.sim
+        box = _box(sim.node(node)) if self.boxes else None
+        supports = [
+            i
+            for rel in (Relation.ON, Relation.INSIDE)
+            for i in sorted(sim.state.ids_from(node, rel))
+            if sim.node(i).category != "Rooms"
+        ]
+        room = sim.room_of(node)
+        if box is not None:
+            left, top, right, bottom = self._pixels(box)
+            spot = (left + right) / 2, (top + bottom) / 2
+        elif supports and depth < 4:
+            spot = self.beside(node, self.home(supports[0], depth + 1))
+        elif room is not None:
+            left, top, right, bottom = self.rooms[room]
+            inset = self.config.radius * 2 + self.config.marker
+            u, v = _unit("x", node), _unit("z", node)
+            spot = (
+                left + inset + u * max(right - left - 2 * inset, 0),
+                top + inset + v * max(bottom - top - 2 * inset, 0),
+            )
+        else:
+            spot = self.config.size / 2, self.config.size / 2
+        self._homes[node] = spot
+        return spot
+
+
+# --- rendering ---------------------------------------------------------------------------------------------
+
+
+def _approach(start: tuple[float, float], target: tuple[float, float], stand: float) -> tuple[float, float]:
+    """Where someone coming from ``start`` stops beside ``target``: ``stand`` pixels short of it."""
+    dx, dy = start[0] - target[0], start[1] - target[1]
+    distance = math.hypot(dx, dy)
+    if distance <= stand:
+        return start
+    return target[0] + dx * stand / distance, target[1] + dy * stand / distance
+
+
+@dataclass
+class _Keyframes:
+    """Everyone's position before each step, and where free objects rest before each step."""
+
+    people: list[list[tuple[float, float]]] = field(default_factory=list)
+    resting: list[dict[int, tuple[float, float]]] = field(default_factory=list)
+
+
+def _keyframes(
+    episode: dict[str, Any], plan: _Plan, objects: list[int], moments: list[_Moment]
+) -> _Keyframes:
+    config, sim = plan.config, plan.sim
+    chars = sim.state.char_ids
+    n = len(chars)
+    spacing = 2 * config.radius + 2
+
+    def in_room(k: int, room: int) -> tuple[float, float]:
+        x, y = plan.room_centre(room)
+        return x + (k - (n - 1) / 2) * spacing, y
+
+    people = [in_room(k, room) for k, room in enumerate(episode["people_rooms"][:n])]
+    resting = {obj: plan.home(obj) for obj in objects}
+    frames = _Keyframes([list(people)], [dict(resting)])
+    stand = config.radius + config.marker + 1
+
+    def where(node: int, moment: _Moment, people: list[tuple[float, float]]) -> tuple[float, float]:
+        if node in chars:
+            return people[chars.index(node)]
+        if node in moment.holder:
+            return people[moment.holder[node]]
+        return resting[node] if node in resting else plan.home(node)
+
+    for k, step in enumerate(episode["steps"]):
+        before, after = moments[k], moments[k + 1]
+        actor = step["actor"]
+        people = list(people)
+        if step["success"] and step["object_ids"]:
+            target = step["object_ids"][-1]
+            if sim.node(target).category == "Rooms":
+                people[actor] = in_room(actor, target)
+            else:
+                people[actor] = _approach(people[actor], where(target, before, people), stand)
+        resting = dict(resting)
+        for obj in objects:
+            if obj in after.holder:
+                continue
+            if obj in before.holder:  # put somewhere, or dropped where its holder stands
+                support = after.support[obj]
+                anchor = where(support, after, people) if support is not None else people[before.holder[obj]]
+                resting[obj] = plan.beside(obj, anchor) if support is not None else anchor
+            elif after.support[obj] != before.support[obj] and after.support[obj] is not None:
+                resting[obj] = plan.beside(obj, where(after.support[obj], after, people))
+        frames.people.append(people)
+        frames.resting.append(resting)
+    return frames
+
+
+def _draw(
+    plan: _Plan,
+    objects: list[int],
+    moment: _Moment,
+    resting: dict[int, tuple[float, float]],
+    people: list[tuple[float, float]],
+) -> np.ndarray:
+    config = plan.config
+    image = plan.image.copy()
+    half = config.marker
+
+    def square(x: float, y: float, colour: RGB) -> None:
+        cx, cy = round(x), round(y)
+        cv2.rectangle(image, (cx - half, cy - half), (cx + half, cy + half), colour, -1)
+
+    for obj in objects:
+        if obj not in moment.holder:
+            square(*resting[obj], config.state_colour(moment.states[obj]))
+    scale = 16  # cv2 draws at 1/16 pixel with shift=4: smooth motion
+    for k, (x, y) in enumerate(people):
+        colour = config.person_colours[k % len(config.person_colours)]
+        cv2.circle(
+            image,
+            (round(x * scale), round(y * scale)),
+            round(config.radius * scale),
+            colour,
+            -1,
+            cv2.LINE_AA,
+            4,
+        )
+    reach = config.radius + half
+    hands = ((reach, -reach), (-reach, -reach), (reach, reach), (-reach, reach))
+    held: dict[int, int] = {}
+    for obj in objects:
+        if obj in moment.holder:
+            k = moment.holder[obj]
+            dx, dy = hands[held.setdefault(k, 0) % len(hands)]
+            held[k] += 1
+            square(people[k][0] + dx, people[k][1] + dy, config.state_colour(moment.states[obj]))
+    return image
+
+
+def _smooth(p: float) -> float:
+    return p * p * (3 - 2 * p)
+
+
+def render_episode(
+    episode: dict[str, Any], config: RenderConfig | None = None, graph: dict[str, Any] | None = None
+) -> Clip:
+    """Render an episode row (from ``e2wm collect``) to a clip named by its episode id.
+
+    ``graph``: the episode's initial scene graph, for episodes collected on a user's scene graph
+    (default: the shipped program graph ``episode["graph_id"]``).
+    """
+    config = config or RenderConfig()
+    config.validate()
+    graph = graph if graph is not None else initial_graph(episode)
+    sim, objects, moments = _replay(episode, graph)
+    plan = _Plan(sim, config)
+    keys = _keyframes(episode, plan, objects, moments)
+    steps = episode["steps"]
+    total = config.lead_in + len(steps) * config.frames_per_step
+    if total == 0:
+        raise E2WMError(f"episode {episode['episode_id']}: no steps and no lead-in: nothing to render")
+    frames = np.empty((total, config.size, config.size, 3), np.uint8)
+    frames[: config.lead_in] = _draw(plan, objects, moments[0], keys.resting[0], keys.people[0])
+    moving = min(config.frames_per_step - 1, max(1, round(config.move_fraction * config.frames_per_step)))
+    several = len(sim.state.char_ids) > 1
+    captions = []
+    for k, step in enumerate(steps):
+        start = config.lead_in + k * config.frames_per_step
+        actor = step["actor"]
+        (x0, y0), (x1, y1) = keys.people[k][actor], keys.people[k + 1][actor]
+        for i in range(config.frames_per_step):
+            p = _smooth(min(1.0, (i + 1) / moving))
+            people = list(keys.people[k])
+            people[actor] = (x0 + (x1 - x0) * p, y0 + (y1 - y0) * p)
+            after = i >= moving
+            m = k + 1 if after else k
+            frames[start + i] = _draw(plan, objects, moments[m], keys.resting[m], people)
+        if step["success"]:
+            slots = caption_slots(
+                step["verb"], step["object_names"], f"person {actor + 1}" if several else None
+            )
+            end = start + config.frames_per_step - 1
+            captions.append(Caption(end / config.fps, caption_text(slots), slots))
+    return Clip(episode["episode_id"], frames, float(config.fps), captions)
+
+
+# --- writing -----------------------------------------------------------------------------------------------
+
+_CODECS = {"libx264": {"crf": "18", "preset": "medium"}, "mpeg4": {"qmax": "3"}}
+
+
+@cache
+def _codec() -> str:
+    """The first video encoder of ``_CODECS`` the installed PyAV wheel has."""
+    for name in _CODECS:
+        try:
+            av.codec.Codec(name, "w")
+        except av.FFmpegError:
+            continue
+        return name
+    raise E2WMError(f"this PyAV build has none of the video encoders {', '.join(_CODECS)}")
+
+
+def write_clip(clip: Clip, directory: str | Path, name: str) -> Path:
+    """Write ``name.mp4`` (H.264, or MPEG-4 part 2 if that is all PyAV has) and ``name.json``.
+
+    Both go to temporary names first; the JSON is renamed into place last, so a clip whose JSON exists
+    is complete. Returns the video's path.
+    """
+    frames = clip.frames
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
+        raise E2WMError(
+            f"clip {name}: frames must be uint8 [T, H, W, 3] with T > 0, got {frames.dtype} {frames.shape}"
+        )
+    height, width = frames.shape[1:3]
+    if height % 2 or width % 2:
+        raise E2WMError(f"clip {name}: frame size {height}x{width} must be even (yuv420p video)")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    video, captions = directory / f"{name}.mp4", directory / f"{name}.json"
+    tmp_video = directory / f".tmp-{os.getpid()}-{name}.mp4"
+    tmp_captions = directory / f".tmp-{os.getpid()}-{name}.json"
+    codec = _codec()
+    with av.open(str(tmp_video), "w") as container:
+        stream = container.add_stream(
+            codec, rate=Fraction(clip.fps).limit_denominator(1001), options=_CODECS[codec]
+        )
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for image in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode(None))
+    fps = int(clip.fps) if float(clip.fps).is_integer() else clip.fps
+    record = {"fps": fps, "frames": len(frames), "captions": [c.to_dict() for c in clip.captions]}
+    tmp_captions.write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2))
+    os.replace(tmp_video, video)
+    os.replace(tmp_captions, captions)
+    return video
+
+
+# --- a directory of rollouts -------------------------------------------------------------------------------
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(config: RenderConfig, out: Path, graphs: dict[str, dict[str, Any]]) -> None:
+    _WORKER.update(config=config, out=out, graphs=graphs)
+
+
+def _render_one(episode: dict[str, Any]) -> Path:
+    clip = render_episode(episode, _WORKER["config"], _WORKER["graphs"].get(episode["graph_id"]))
+    return write_clip(clip, _WORKER["out"], clip.name)
+
+
+def render_rollouts(
+    rollouts_dir: str | Path,
+    out_dir: str | Path,
+    episodes: int | None = None,
+    split: str | None = None,
+    config: RenderConfig | None = None,
+    workers: int = 1,
+    progress: bool = False,
+    scene_graph: str | Path | None = None,
+) -> list[Path]:
+    """Render the episodes of a directory of rollout shards to ``out_dir/EPISODE_ID.{mp4,json}``.
+
+    ``split`` keeps one split's episodes; ``episodes`` the first N (by episode id) of those. Clips already
+    written (their JSON exists) are skipped, so an interrupted run resumes. ``scene_graph``: the scene graph
+    JSON episodes were collected on with ``e2wm collect --scene-graph`` (their graph id is its file stem).
+    Returns every clip's video path.
+    """
+    config = config or RenderConfig()
+    config.validate()
+    if split is not None and split not in SPLITS:
+        raise E2WMError(f"unknown split {split!r}: choose from {', '.join(SPLITS)}")
+    if episodes is not None and episodes < 1:
+        raise E2WMError(f"--episodes must be at least 1, got {episodes}")
+    if workers < 1:
+        raise E2WMError(f"--workers must be at least 1, got {workers}")
+    graphs = {Path(scene_graph).stem: resources.load_json(scene_graph)} if scene_graph else {}
+    rows = [e for e in load_episodes(str(rollouts_dir)) if split is None or e["split"] == split]
+    if not rows:
+        raise E2WMError(f"{rollouts_dir}: no episodes in split {split}")
+    rows = rows[:episodes]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".tmp-*"):
+        stale.unlink()
+    todo = [e for e in rows if not (out / f"{e['episode_id']}.json").exists()]
+    bar = tqdm(
+        total=len(rows), initial=len(rows) - len(todo), desc="render", unit="episode", disable=not progress
+    )
+    _init_worker(config, out, graphs)
+    if workers == 1 or len(todo) <= 1:
+        for episode in todo:
+            _render_one(episode)
+            bar.update()
+    else:
+        context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+        with context.Pool(min(workers, len(todo)), _init_worker, (config, out, graphs)) as pool:
+            for _ in pool.imap_unordered(_render_one, todo):
+                bar.update()
+    bar.close()
+    return [out / f"{e['episode_id']}.mp4" for e in rows]
