@@ -21,7 +21,8 @@ Uploads go through the legacy LFS protocol, not Xet: the client needs ``HF_HUB_D
 token endpoints answer 501 saying so). ``HubStandIn.client_env`` gives the environment for a subprocess.
 Everything lives in memory: ``repos`` (each with its commits, branches, files and private flag),
 ``lfs_objects`` and ``requests`` (every request received, with its headers, for assertions). Tokens in
-``rejected_tokens`` get the Hub's 401 "Invalid credentials in Authorization header" on any endpoint.
+``rejected_tokens`` get the Hub's 401 "Invalid credentials in Authorization header" on any endpoint;
+while ``commit_error`` is set, every commit is answered with it (to test how a client copes).
 
 >>> with HubStandIn() as hub:
 ...     subprocess.run([...], env=hub.client_env("hf_dummy", home=tmp_path / "hf"))
@@ -171,6 +172,7 @@ class HubStandIn(LoopbackServer):
     def __init__(self, user: str = "tester", rejected_tokens: Iterable[str] = ()) -> None:
         self.user = user
         self.rejected_tokens = set(rejected_tokens)
+        self.commit_error: HubError | None = None
         self.repos: dict[tuple[str, str], Repo] = {}  # (repo_type, repo_id) -> repo
         self.lfs_objects: dict[str, bytes] = {}  # sha256 hex -> content
         self.requests: list[HubRequest] = []
@@ -334,7 +336,9 @@ class HubStandIn(LoopbackServer):
         private = payload.get("visibility") == "private" or payload.get("private") is True
         url = f"{self.url}/{PREFIXES[repo_type]}{repo_id}"
         if (repo_type, repo_id) in self.repos:
-            raise HubError(409, f"You already created this {repo_type} repo")
+            # Like the Hub, name the existing repo's url: create_repo(exist_ok=True) reads it.
+            message = f"You already created this {repo_type} repo"
+            return _json(409, {"error": message, "url": url}, {"X-Error-Message": message})
         repo = Repo(repo_type, repo_id, private)
         self.repos[(repo_type, repo_id)] = repo
         self._new_commit(
@@ -440,6 +444,8 @@ class HubStandIn(LoopbackServer):
 
     def _commit(self, request: HubRequest, type: str, repo: str, rev: str) -> Answer:
         found = self._find(request, TYPES[type], repo, write=True)
+        if self.commit_error is not None:
+            raise self.commit_error
         if request.query.get("create_pr"):
             raise HubError(400, "stand-in: pull requests are not supported")
         if rev not in found.branches:
