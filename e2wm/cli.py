@@ -139,6 +139,72 @@ def build(args: argparse.Namespace) -> None:
         print(f"pushed to the Hub as dataset {args.push_to_hub}")
 
 
+def render(args: argparse.Namespace) -> None:
+    """Render rollout episodes to top-down videos (NAME.mp4) with timestamped narration (NAME.json)."""
+    from e2wm.simulator.virtualhome.render import RenderConfig, render_rollouts
+
+    config = RenderConfig(size=args.size, fps=args.fps)
+    paths = render_rollouts(
+        args.rollouts,
+        args.out,
+        args.episodes,
+        args.split,
+        config,
+        args.workers,
+        progress=not args.quiet,
+        scene_graph=args.scene_graph,
+    )
+    print(f"{len(paths)} clip(s) in {args.out}")
+
+
+def stream(args: argparse.Namespace) -> None:
+    """Narrate videos with a trained video model, 4 frames at a time, and score it where captions exist."""
+    from e2wm.multimodal.evaluate import evaluate_stream, load_narrator
+
+    if args.episodes is not None and args.episodes < 1:
+        raise E2WMError(f"--episodes must be at least 1, got {args.episodes}")
+    narrator = load_narrator(args.model)
+    size, fps = narrator.processor.image_size, narrator.fps
+    scored = True
+    if args.video:
+        from e2wm.multimodal.video_io import Clip, load_captions, load_video
+
+        captions_file = Path(args.video).with_suffix(".json")
+        scored = captions_file.is_file()
+        captions = load_captions(captions_file) if scored else []
+        frames, fps = load_video(args.video, size, fps)
+        clips = [Clip(Path(args.video).stem, frames, fps, captions)]
+    elif args.clips:
+        from e2wm.multimodal.video_io import VideoCaptionDirectory
+
+        directory = VideoCaptionDirectory(args.clips, size, fps)
+        clips = (directory[i] for i in range(len(directory))[: args.episodes])  # decoded as streamed
+    else:
+        from e2wm.multimodal.data import rollout_clips
+        from e2wm.simulator.virtualhome.render import RenderConfig
+
+        config = RenderConfig(size=max(16, size + size % 2), fps=round(fps))
+        clips = rollout_clips(args.rollouts, args.split, args.episodes, config)
+    result = evaluate_stream(
+        narrator, clips, args.threshold, args.tolerance, scored=scored, realtime=args.realtime, echo=print
+    )
+    rate = result["frames_per_s"]
+    print(
+        f"streamed {result['frames']} frames of {result['clips']} clip(s) in {result['seconds']:.2f} s: "
+        f"{rate:.1f} frames/s ({rate / result['fps']:.2f}x real time at {result['fps']:g} fps)"
+    )
+    if scored:
+        print(
+            f"temporal precision {result['precision']:.3f} recall {result['recall']:.3f} "
+            f"F1 {result['f1']:.3f} ({result['matched']} matched of {result['predicted']} said, "
+            f"{result['reference']} captions; tolerance {args.tolerance:g} s)"
+        )
+        print(
+            f"on matched pairs: ROUGE-L {result['rouge_l']:.3f}, "
+            f"event-slot accuracy {result['slot_accuracy']:.3f}"
+        )
+
+
 def fisher(args: argparse.Namespace) -> None:
     """Estimate the diagonal Fisher of a model's weights on general text (or its own samples) to a file."""
     import torch
@@ -161,6 +227,69 @@ def fisher(args: argparse.Namespace) -> None:
         f"Fisher of {len(values)} tensors from {metadata.get('samples')} samples "
         f"({metadata.get('tokens')} tokens) saved to {args.out}"
     )
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    """Evaluate a model (and its fine-tuned adapter against it) on a corpus's test splits and general text."""
+    from e2wm.eval.report import results_table
+    from e2wm.eval.suite import EvalConfig
+    from e2wm.eval.suite import evaluate as run_eval
+
+    config = EvalConfig(
+        model=args.model,
+        adapter=args.adapter,
+        corpus=args.corpus,
+        suite=args.suite,
+        splits=tuple(args.splits),
+        tasks=tuple(args.tasks) if args.tasks else None,
+        limit=args.limit or None,
+        seed=args.seed,
+        kshot=args.kshot,
+        normalization=dict(args.normalization),
+        out=args.out,
+        base=not args.no_base,
+        backend=args.backend,
+    )
+    results = run_eval(config, progress=not args.quiet)
+    print(results_table(results))
+    print(f"\nresults.json, results.md and charts in {config.out}")
+
+
+def push(args: argparse.Namespace) -> None:
+    """Publish a fine-tuned adapter (or the model it merges into), its card and its corpus to the Hub."""
+    from e2wm.hub import push as run_push
+
+    results = args.results
+    if results is None and (Path(args.adapter) / "eval" / "results.json").is_file():
+        results = str(Path(args.adapter) / "eval" / "results.json")
+    where = run_push(
+        args.adapter,
+        args.repo_id,
+        merge=args.merge,
+        private=args.private,
+        dataset=args.dataset,
+        dataset_repo_id=args.dataset_repo_id,
+        dry_run=args.dry_run,
+        results=results,
+    )
+    if args.dry_run:
+        files = sorted(p for p in Path(where).iterdir() if p.is_file())
+        print(f"dry run: nothing uploaded; the {len(files)} files for {args.repo_id} are in {where}:")
+        for path in files:
+            print(f"  {path.name:<32} {path.stat().st_size:>12,} bytes")
+        if args.dataset:
+            print(f"the corpus {args.dataset} would go up as dataset {args.dataset_repo_id}")
+    else:
+        if args.dataset:
+            print(f"pushed {args.dataset} to the Hub as dataset {args.dataset_repo_id}")
+        print(f"pushed {args.adapter} to the Hub as model {args.repo_id}: {where}")
+
+
+def _normalization(text: str) -> tuple[str, str]:
+    task, sep, norm = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected TASK=NORMALIZATION, got {text!r}")
+    return task, norm
 
 
 def _weight(text: str) -> tuple[str, float]:
@@ -282,6 +411,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .safetensors file")
     p.set_defaults(func=fisher)
 
+    p = sub.add_parser("eval", help=evaluate.__doc__, description=evaluate.__doc__)
+    p.add_argument("--model", default="smollm2-135m", help="embedded model name, Hub id or local path")
+    p.add_argument("--adapter", default=None, help="PEFT adapter directory (from `e2wm train`)")
+    p.add_argument("--corpus", default="outputs/demo/corpus", help="corpus directory from `e2wm build`")
+    p.add_argument("--suite", default="all", help="embodied (corpus tests), general (perplexity) or all")
+    p.add_argument(
+        "--limit", type=int, default=20, help="examples per task per split, a seeded sample (0: all)"
+    )
+    p.add_argument("--out", required=True, help="output directory (results.json, results.md, charts)")
+    p.add_argument("--backend", default="e2wm", help="scorer of multiple-choice tasks: e2wm or lm-eval")
+    p.add_argument(
+        "--normalization",
+        nargs="*",
+        type=_normalization,
+        default=[],
+        metavar="TASK=NORM",
+        help="multiple-choice scoring per task: sum, mean or unconditional",
+    )
+    p.add_argument("--kshot", action="store_true", help="prompt with solved train examples first")
+    p.add_argument("--no-base", action="store_true", help="with --adapter: skip the base model")
+    p.add_argument("--tasks", nargs="+", default=None, metavar="TASK", help="evaluate these tasks only")
+    p.add_argument(
+        "--splits",
+        nargs="+",
+        default=["test_seen", "test_unseen"],
+        help="test splits: test_seen, test_unseen",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the per-task sample")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=evaluate)
+
     p = sub.add_parser("inspect", help=inspect.__doc__, description=inspect.__doc__)
     p.add_argument("dir", help="directory of rollout shards, or of a corpus from `e2wm build`")
     p.add_argument("--steps", type=int, default=8, help="steps to show per example episode")
@@ -299,6 +459,44 @@ def build_parser() -> argparse.ArgumentParser:
         help="run in a running Unity build of VirtualHome instead of the symbolic simulator",
     )
     p.set_defaults(func=run)
+
+    p = sub.add_parser("render", help=render.__doc__, description=render.__doc__)
+    p.add_argument("--rollouts", required=True, help="directory of rollout shards from `e2wm collect`")
+    p.add_argument("--out", required=True, help="directory for the clips (finished clips are skipped)")
+    p.add_argument("--episodes", type=int, default=None, help="render only the first N episodes (by id)")
+    p.add_argument("--split", choices=SPLITS, default=None, help="render only this split's episodes")
+    p.add_argument("--size", type=int, default=64, help="frame width and height in pixels (even)")
+    p.add_argument("--fps", type=int, default=16, help="frames per second (a step lasts 8 frames)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes")
+    p.add_argument("--scene-graph", default=None, help="scene graph JSON the episodes ran on")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=render)
+
+    p = sub.add_parser("stream", help=stream.__doc__, description=stream.__doc__)
+    p.add_argument("--model", required=True, help="video model directory (e2wm.train_video stage 2 or 3)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--video", default=None, help="a video file (scored if FILE.json has its captions)")
+    source.add_argument("--rollouts", default=None, help="rollout shards, rendered as they are streamed")
+    source.add_argument("--clips", default=None, help="directory of clips (NAME.mp4 + NAME.json)")
+    p.add_argument("--split", choices=SPLITS, default=None, help="--rollouts: only this split's episodes")
+    p.add_argument("--episodes", type=int, default=None, help="--rollouts, --clips: the first N only")
+    p.add_argument("--threshold", type=float, default=0.5, help="keep watching while p(<next>) >= this")
+    p.add_argument("--tolerance", type=float, default=1.0, help="seconds an utterance may be off its caption")
+    p.add_argument("--realtime", action="store_true", help="feed frames at the video's rate, not at once")
+    p.set_defaults(func=stream)
+
+    p = sub.add_parser("push", help=push.__doc__, description=push.__doc__)
+    p.add_argument("--adapter", required=True, help="adapter directory from `e2wm train`")
+    p.add_argument("--repo-id", required=True, metavar="USER/NAME", help="model repo to push to")
+    p.add_argument("--merge", action="store_true", help="push the base model with the adapter merged in")
+    p.add_argument("--private", action="store_true", help="create the repos private (new repos only)")
+    p.add_argument(
+        "--results", default=None, help="results.json of `e2wm eval` (default: ADAPTER/eval/results.json)"
+    )
+    p.add_argument("--dataset", default=None, metavar="DIR", help="also push this corpus from `e2wm build`")
+    p.add_argument("--dataset-repo-id", default=None, metavar="ID", help="dataset repo of the corpus")
+    p.add_argument("--dry-run", default=None, metavar="DIR", help="write the files to DIR; upload nothing")
+    p.set_defaults(func=push)
     return parser
 
 

@@ -34,6 +34,16 @@ class ScriptArguments:
         },
     )
     max_train_examples: int | None = field(default=None, metadata={"help": "use at most this many examples"})
+    eval_suite: str | None = field(
+        default=None,
+        metadata={
+            "help": "after training, run `e2wm eval` on the adapter into OUTPUT_DIR/eval: "
+            "embodied, general or all (none: skip)"
+        },
+    )
+    eval_limit: int | None = field(
+        default=None, metadata={"help": "eval_suite: examples per task per test split (none: all)"}
+    )
 
     def weights(self) -> dict[str, float]:
         """``task_weights`` as a mapping, whether the recipe gave a mapping or the command line JSON."""

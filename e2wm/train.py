@@ -26,9 +26,11 @@ from trl import ModelConfig, SFTConfig, get_peft_config, get_quantization_config
 from e2wm import general_text
 from e2wm.config import EWCConfig, ScriptArguments, parse
 from e2wm.errors import E2WMError
+from e2wm.eval.suite import EvalConfig, evaluate
 from e2wm.ewc import factorize
 from e2wm.fisher import compute_fisher, load_fisher, save_fisher
 from e2wm.models import DEFAULT_MODEL, resolve_model
+from e2wm.recipe import save_recipe
 from e2wm.trainer import EWCSFTTrainer
 
 COLUMNS = ("prompt", "completion", "weight")
@@ -137,10 +139,29 @@ def factor(fisher: dict[str, torch.Tensor], metadata: dict[str, str], rank: int)
     return factored, {**metadata, "format": "factored", "rank": str(rank)}
 
 
+def eval_config(script: ScriptArguments, training: SFTConfig, model_args: ModelConfig) -> EvalConfig | None:
+    """The ``e2wm eval`` run on the trained adapter that ``eval_suite`` asks for (None: none), checked."""
+    if script.eval_suite is None:
+        return None
+    if get_peft_config(model_args) is None:
+        raise E2WMError("eval_suite evaluates a LoRA adapter: set use_peft, or leave eval_suite unset")
+    config = EvalConfig(
+        model=model_args.model_name_or_path or DEFAULT_MODEL,
+        adapter=training.output_dir,
+        corpus=script.dataset,
+        suite=script.eval_suite,
+        limit=script.eval_limit,
+        out=str(Path(training.output_dir) / "eval"),
+    )
+    config.validate()
+    return config
+
+
 def train(
     script: ScriptArguments, training: SFTConfig, model_args: ModelConfig, ewc: EWCConfig
 ) -> EWCSFTTrainer:
     """Train as configured; returns the trainer (its model holds the trained adapter)."""
+    evaluation = eval_config(script, training, model_args)  # a bad eval_suite fails before training
     train_ds = load_corpus(script, script.train_split)  # bad data fails before any model is loaded
     eval_ds = load_corpus(script, script.eval_split) if script.eval_split else None
     model_path = resolve_model(model_args.model_name_or_path or DEFAULT_MODEL)
@@ -182,6 +203,9 @@ def train(
     trainer.save_model(training.output_dir)
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(training.output_dir)
+        save_recipe(training.output_dir, script, training, model_args, ewc)
+        if evaluation is not None:
+            evaluate(evaluation, progress=True)
     return trainer
 
 

@@ -96,3 +96,101 @@ def save_tiny_corpus(folder: Path, n: int = 16) -> Path:
     ds = datasets.Dataset.from_dict(rows)
     datasets.DatasetDict({"train": ds, "validation": ds.select(range(4))}).save_to_disk(str(folder))
     return folder
+
+
+def save_tiny_choice_corpus(folder: Path, n: int = 4) -> Path:
+    """Test splits, ``n`` examples of each multiple-choice task per split (4 choices, some several tokens
+    long; yes/no for state_tracking_open) and open-ended counting ones, in e2wm's corpus format."""
+    four_choice = (
+        "activity_recognition_mc",
+        "activity_inference",
+        "housework_qa",
+        "housework_qa_negation",
+        "object_location",
+    )
+    things = ("mug", "book", "tv", "chair", "mug in fridge", "book on table", "fridge", "table")
+    verbs = ("drink", "read", "watch", "sit")
+    splits = {}
+    for s, split in enumerate(("test_seen", "test_unseen")):
+        rows = []
+        for i in range(n):
+            k = i + s * n
+            for t, task in enumerate(four_choice):
+                choices = [things[(k + t + j) % len(things)] for j in range(4)]
+                question = "what activity is this" if t % 2 else "which is used to"
+                rows.append((task, f"{question} {verbs[(k + t) % 4]} ? answer :", choices, (k + t) % 4))
+            opened = f"open fridge {'close fridge ' * (k % 2)}{'grab mug ' * (k % 3)}is fridge open ?"
+            rows.append(("state_tracking_open", opened, ["yes", "no"], k % 2))
+            rows.append(("counting", f"how many items are on table {'put mug ' * (k % 3)}?", [], -1))
+        splits[split] = datasets.Dataset.from_list(
+            [
+                {"task": t, "prompt": p, "choices": c, "label": y, "completion": " " + (c[y] if c else "two")}
+                for t, p, c, y in rows
+            ]
+        )
+    datasets.DatasetDict(splits).save_to_disk(str(folder))
+    return folder
+
+
+def save_tiny_eval_corpus(folder: Path, n: int = 3) -> Path:
+    """test_seen and test_unseen splits with ``n`` examples of eight tasks (multiple-choice, open-ended,
+    tracking with lengths 1..30, and plan_generation carrying a shipped program's episode for plan checks),
+    every column ``e2wm eval`` reads, in the tiny vocabulary; train and validation are copies of test_seen."""
+    import json
+
+    from e2wm.agents.goals import goal_from_graphs
+    from e2wm.simulator.virtualhome import resources
+
+    program = resources.program_by_id("file600_1")
+    episode = {
+        "graph_id": program.id,
+        "people_rooms": [],
+        "goal": [p.to_record() for p in goal_from_graphs(*program.graphs())],
+        "steps": [
+            {
+                "verb": a.verb,
+                "object_names": [t.name for t in a.targets],
+                "object_ids": [t.id for t in a.targets],
+                "success": True,
+                "actor": 0,
+            }
+            for a in program.actions()
+        ],
+    }
+    story = "walk to the kitchen grab mug open fridge put mug in fridge close fridge"
+    tasks = {  # task -> (question, answer, choices)
+        "state_tracking_open": ("is the fridge open ? answer :", "no", ["yes", "no"]),
+        "housework_qa": ("which items are for drink ? answer :", "mug", ["book", "mug", "chair", "tv"]),
+        "counting": ("how many items are in fridge ? answer :", "1: mug", []),
+        "object_path": ("which kitchen ? answer :", "kitchen, table", []),
+        "state_tracking_holding": ("what is in the fridge ? answer :", "the mug", []),
+        "state_tracking_grab": ("grab the book ? answer :", "no, the book is in the fridge", []),
+        "activity_recognition": ("what activity is this plan for ? activity :", "drink", []),
+        "plan_generation": ("activity : drink . plan :", "walk to kitchen . grab mug .", []),
+    }
+    splits = {}
+    for s, split in enumerate(("test_seen", "test_unseen")):
+        rows = []
+        for i in range(n):
+            for t, (task, (question, answer, choices)) in enumerate(tasks.items()):
+                prompt = f"{' '.join(story.split()[: 2 + (i + s + t) % 12])} {question}"
+                meta = {"episode": episode} if task == "plan_generation" else {}
+                rows.append(
+                    {
+                        "task": task,
+                        "prompt": prompt,
+                        "prompt_kshot": f"{story} {question} {answer} . {prompt}",
+                        "completion": " " + answer,
+                        "choices": choices,
+                        "label": choices.index(answer) if choices else -1,
+                        "split_group": "unseen" if split == "test_unseen" else "seen",
+                        "weight": 1.0,
+                        "episode_id": f"tiny-{split}-{i}",
+                        "length": 1 + (7 * i + 5 * t + 11 * s) % 30,
+                        "meta": json.dumps(meta),
+                    }
+                )
+        splits[split] = datasets.Dataset.from_list(rows)
+    splits["train"] = splits["validation"] = splits["test_seen"]
+    datasets.DatasetDict(splits).save_to_disk(str(folder))
+    return folder

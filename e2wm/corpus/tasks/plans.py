@@ -33,6 +33,18 @@ def initial_conditions(trace: Trace) -> str:
     return " ".join(sentences)
 
 
+def plan_episode(trace: Trace) -> dict[str, Any]:
+    """What ``e2wm.eval.plans.check_plan`` needs of the episode: its graph, people, goal and steps."""
+    ep = trace.episode
+    step_keys = ("verb", "object_names", "object_ids", "success", "actor")
+    return {
+        "graph_id": ep["graph_id"],
+        "people_rooms": list(ep["people_rooms"]),
+        "goal": list(ep["goal"]),
+        "steps": [{k: s[k] for k in step_keys} for s in ep["steps"]],
+    }
+
+
 def plan_generation(trace: Trace, ctx: Context, rng: random.Random) -> list[dict[str, Any]]:
     """Activity, items and initial conditions -> the step-by-step plan."""
     if not _goal_directed(trace):
@@ -41,7 +53,9 @@ def plan_generation(trace: Trace, ctx: Context, rng: random.Random) -> list[dict
     plan = plan_text(trace)
     given = f"Given items include {', '.join(items)}. {initial_conditions(trace)}".strip()
     prompt = f"Activity: {trace.episode['activity']}.\n{given}\nWrite the steps to do the activity.\nPlan:"
-    return [example("plan_generation", trace, prompt, plan, meta={"plan": plan})]
+    return [
+        example("plan_generation", trace, prompt, plan, meta={"plan": plan, "episode": plan_episode(trace)})
+    ]
 
 
 def _recognition_prompt(trace: Trace) -> str:
