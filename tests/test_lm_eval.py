@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 import e2wm
 from e2wm.errors import E2WMError
 from e2wm.eval.harness import (
-    MULTIPLE_CHOICE_TASKS,
+    MULTIPLE_CHOICE,
     TASKS_DIR,
     TEST_SPLITS,
     harness_task,
@@ -26,7 +26,7 @@ from e2wm.eval.harness import (
 )
 from e2wm.eval.scoring import choice_logprobs, evaluate_multiple_choice
 
-ALL_NAMES = {harness_task(t, s) for t in MULTIPLE_CHOICE_TASKS for s in TEST_SPLITS}
+ALL_NAMES = {harness_task(t, s) for t in MULTIPLE_CHOICE for s in TEST_SPLITS}
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +79,7 @@ def test_yamls_define_a_task_per_choice_task_and_split_and_three_groups():
 
 def test_rows_match_our_sum_scorer_item_by_item(tiny, network_attempts):
     rows = lm_eval_rows(str(tiny["model"]), None, str(tiny["corpus"]), TEST_SPLITS, None, None)
-    assert {(r["task"], r["split"]) for r in rows} == {
-        (t, s) for t in MULTIPLE_CHOICE_TASKS for s in TEST_SPLITS
-    }
+    assert {(r["task"], r["split"]) for r in rows} == {(t, s) for t in MULTIPLE_CHOICE for s in TEST_SPLITS}
     model, tokenizer = _ours(tiny["model"])
     for split in TEST_SPLITS:
         ours = evaluate_multiple_choice(model, tokenizer, _mc_examples(tiny["corpus"], split), "sum")

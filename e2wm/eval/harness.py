@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from e2wm.corpus.tasks import MULTIPLE_CHOICE
 from e2wm.errors import E2WMError
 from e2wm.eval.scoring import wilson_interval
 from e2wm.models import resolve_model
@@ -24,14 +25,6 @@ if TYPE_CHECKING:
     from lm_eval.models.huggingface import HFLM
 
 TASKS_DIR = Path(__file__).resolve().parents[2] / "evals" / "tasks"
-MULTIPLE_CHOICE_TASKS = (
-    "activity_recognition_mc",
-    "activity_inference",
-    "housework_qa",
-    "housework_qa_negation",
-    "object_location",
-    "state_tracking_open",
-)
 TEST_SPLITS = ("test_seen", "test_unseen")
 BATCH_SIZE = 16
 
@@ -45,15 +38,14 @@ def _choose_tasks(tasks: Sequence[str] | None) -> list[str]:
     from e2wm.corpus.tasks import TASKS
 
     if tasks is None:
-        return list(MULTIPLE_CHOICE_TASKS)
+        return list(MULTIPLE_CHOICE)
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise E2WMError(f"unknown task(s) {', '.join(unknown)}: expected some of {', '.join(TASKS)}")
-    chosen = [t for t in MULTIPLE_CHOICE_TASKS if t in tasks]
+    chosen = [t for t in MULTIPLE_CHOICE if t in tasks]
     if not chosen:
         raise E2WMError(
-            f"no multiple-choice task among {', '.join(tasks)}: "
-            f"lm-eval runs {', '.join(MULTIPLE_CHOICE_TASKS)}"
+            f"no multiple-choice task among {', '.join(tasks)}: lm-eval runs {', '.join(MULTIPLE_CHOICE)}"
         )
     return chosen
 

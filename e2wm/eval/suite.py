@@ -38,10 +38,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from e2wm.corpus.tasks import TASKS, TRACKING_TASKS
+from e2wm.corpus.tasks import MULTIPLE_CHOICE, TASKS, TRACKING_TASKS
 from e2wm.errors import E2WMError
 from e2wm.eval.metrics import METRICS
 from e2wm.eval.scoring import NORMALIZATIONS, Z_95, wilson_interval
+from e2wm.hub import sha256_file
 from e2wm.models import DEFAULT_MODEL
 
 FORMAT = "e2wm-eval/1"
@@ -49,14 +50,6 @@ SUITES = ("embodied", "general", "all")
 BACKENDS = ("e2wm", "lm-eval")
 TEST_SPLITS = ("test_seen", "test_unseen")
 VARIANTS = ("base", "fine-tuned")
-MULTIPLE_CHOICE = (
-    "activity_recognition_mc",
-    "activity_inference",
-    "housework_qa",
-    "housework_qa_negation",
-    "object_location",
-    "state_tracking_open",
-)
 # "mean" for multi-token activity names; "unconditional" where the answers' prior frequency differs
 # (object and room names, yes / no).
 DEFAULT_NORMALIZATION = {
@@ -237,11 +230,7 @@ def adapter_sha256(adapter: str) -> str:
     weights = path / "adapter_model.safetensors"
     if not weights.is_file():
         raise E2WMError(f"adapter {adapter} has no adapter_model.safetensors")
-    digest = hashlib.sha256()
-    with weights.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_file(weights)
 
 
 def load_model(config: EvalConfig) -> tuple[Any, Any]:

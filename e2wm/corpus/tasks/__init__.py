@@ -38,3 +38,12 @@ TRACKING_TASKS = (
     "state_tracking_holding",
     "state_tracking_grab",
 )
+# Tasks whose examples have choices: evaluations score them by answer log-likelihood.
+MULTIPLE_CHOICE = (
+    "activity_recognition_mc",
+    "activity_inference",
+    "housework_qa",
+    "housework_qa_negation",
+    "object_location",
+    "state_tracking_open",
+)
