@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 OUT ?= outputs/demo
 QUICK ?=
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo demo-video test bench lint clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,17 @@ demo: setup
 	$(BIN)/e2wm push --adapter $(OUT)/smollm2-135m-ewc-lora --repo-id e2wm/smollm2-135m-ewc-lora \
 		--results $(OUT)/eval/results.json --dataset $(OUT)/corpus --dataset-repo-id e2wm/virtualhome-qa \
 		--dry-run $(OUT)/push
+
+# The multimodal path on the demo rollouts (run `make demo` first, or at least its collect steps): three
+# training stages from renders, then narrate held-out rendered episodes as a stream.
+demo-video: setup
+	$(BIN)/accelerate launch --config_file accelerate_configs/cpu.yaml -m e2wm.train_video \
+		--config recipes/video_stage1_encoder_cpu.yaml
+	$(BIN)/accelerate launch --config_file accelerate_configs/cpu.yaml -m e2wm.train_video \
+		--config recipes/video_stage2_projector_cpu.yaml
+	$(BIN)/accelerate launch --config_file accelerate_configs/cpu.yaml -m e2wm.train_video \
+		--config recipes/video_stage3_lora_cpu.yaml
+	$(BIN)/e2wm stream --model outputs/video/stage3-lora --rollouts $(OUT)/rollouts --split test_seen --episodes 4
 
 test: setup
 	$(BIN)/pytest -q

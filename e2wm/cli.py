@@ -159,8 +159,11 @@ def render(args: argparse.Namespace) -> None:
 
 def stream(args: argparse.Namespace) -> None:
     """Narrate videos with a trained video model, 4 frames at a time, and score it where captions exist."""
+    from transformers.utils import logging
+
     from e2wm.multimodal.evaluate import evaluate_stream, load_narrator
 
+    logging.disable_progress_bar()  # the model's loading bar would interleave with the utterances
     if args.episodes is not None and args.episodes < 1:
         raise E2WMError(f"--episodes must be at least 1, got {args.episodes}")
     narrator = load_narrator(args.model)

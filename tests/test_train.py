@@ -210,14 +210,20 @@ def test_bad_corpus_is_one_line_error(lm, tmp_path):
 def test_every_recipe_parses_and_names_its_launch_command(recipe):
     first = recipe.read_text().splitlines()[0]
     assert first.startswith("# accelerate launch --config_file accelerate_configs/")
-    assert first.endswith(f"-m e2wm.train --config recipes/{recipe.name}")
+    video = recipe.name.startswith("video_")  # the multimodal stages: e2wm.train_video, its own parser
+    assert first.endswith(f"-m e2wm.{'train_video' if video else 'train'} --config recipes/{recipe.name}")
     launch_config = ROOT / first.split("--config_file ")[1].split()[0]
     assert launch_config.exists()
     keys = yaml.safe_load(recipe.read_text())
     # Parse on this CPU machine: GPU precision flags are overridden, every other value is checked.
-    script, training, model_args, ewc = parse(
-        ["--config", str(recipe), "--bf16", "false", "--fp16", "false", "--use_cpu", "true"]
-    )
+    flags = ["--config", str(recipe), "--bf16", "false", "--fp16", "false", "--use_cpu", "true"]
+    if video:
+        from e2wm.train_video import parse as parse_video
+
+        script, training, model_args = parse_video(flags)
+        assert script.stage == keys["stage"] and training.output_dir == keys["output_dir"]
+        return
+    script, training, model_args, ewc = parse(flags)
     assert model_args.model_name_or_path == keys["model_name_or_path"]
     assert training.output_dir == keys["output_dir"] and ewc.ewc_lambda == keys.get("ewc_lambda", 0.0)
 

@@ -1,0 +1,166 @@
+"""Clips -> training rows: fixed-length windows with re-timed captions, then per-step event labels (encoder
+pretraining) or stream sequences with precomputed encoder features (projector alignment and LoRA).
+
+Every window has ``window_frames`` frames (a multiple of 4), so the rows of a batch have as many feature steps
+and ``<video>`` tokens: windows start every ``stride`` frames, the last one ends at the clip's end (it may
+overlap the one before), and a clip shorter than a window is padded with its last frame (a still scene, in
+which nothing happens).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from e2wm.corpus.build import load_episodes
+from e2wm.errors import E2WMError
+from e2wm.multimodal.configuration import FRAMES_PER_STEP
+from e2wm.multimodal.encoder import VideoEncoder, frames_to_pixels
+from e2wm.multimodal.processing import E2WMVideoProcessor
+from e2wm.multimodal.video_io import Clip
+from e2wm.simulator.virtualhome.render import TEMPLATES, RenderConfig, parse_caption, render_episode
+
+# Stage-1 classes: what happened in a feature step, by the verb of its caption.
+EVENT_CLASSES: tuple[str, ...] = ("none", *TEMPLATES)
+IGNORE = -100  # a step with a caption whose verb is not a known class: not scored
+
+
+def clip_windows(clip: Clip, window_frames: int, stride: int | None = None) -> list[Clip]:
+    """Cut ``clip`` into windows of ``window_frames`` frames starting every ``stride`` (default: a window)
+    frames, named ``NAME@START``; captions are kept in the window they fall in, timed from its start."""
+    stride = stride or window_frames
+    if window_frames < FRAMES_PER_STEP or window_frames % FRAMES_PER_STEP:
+        raise E2WMError(
+            f"window_frames must be a positive multiple of {FRAMES_PER_STEP}, got {window_frames}"
+        )
+    if stride < FRAMES_PER_STEP or stride % FRAMES_PER_STEP:
+        raise E2WMError(f"window stride must be a positive multiple of {FRAMES_PER_STEP}, got {stride}")
+    total = len(clip.frames)
+    if total == 0:
+        raise E2WMError(f"clip {clip.name} has no frames")
+    if total < window_frames:
+        still = np.repeat(clip.frames[-1:], window_frames - total, axis=0)
+        return [replace(clip, name=f"{clip.name}@0", frames=np.concatenate([clip.frames, still]))]
+    last = (total - window_frames) // FRAMES_PER_STEP * FRAMES_PER_STEP
+    starts = list(range(0, last + 1, stride))
+    if starts[-1] != last:
+        starts.append(last)
+    return [_window(clip, start, window_frames) for start in starts]
+
+
+def _window(clip: Clip, start: int, length: int) -> Clip:
+    captions = []
+    for caption in clip.captions:
+        frame = int(caption.time * clip.fps + 1e-6)
+        if start <= frame < start + length:
+            # The middle of its frame, so that the step it falls in never depends on rounding.
+            captions.append(replace(caption, time=(frame - start + 0.5) / clip.fps))
+    return Clip(f"{clip.name}@{start}", clip.frames[start : start + length], clip.fps, captions)
+
+
+def event_labels(clip: Clip) -> list[int]:
+    """One class index per feature step: the verb of the caption said in that step, else ``none``.
+
+    The verb is the caption's ``verb`` slot, or what its text parses to with the renderer's templates;
+    a step whose caption has no known verb is ``IGNORE``d.
+    """
+    steps = len(clip.frames) // FRAMES_PER_STEP
+    labels = [0] * steps
+    for caption in clip.captions:
+        step = int(caption.time * clip.fps + 1e-6) // FRAMES_PER_STEP
+        if step < steps and labels[step] == 0:
+            verb = caption.slots.get("verb") or (parse_caption(caption.text) or {}).get("verb")
+            labels[step] = EVENT_CLASSES.index(verb) if verb in EVENT_CLASSES[1:] else IGNORE
+    return labels
+
+
+class EventWindows(Dataset):
+    """Stage-1 rows: ``pixel_values_videos`` ``[3, W, S, S]`` and per-step event ``labels`` ``[W // 4]``."""
+
+    def __init__(self, clips: Iterable[Clip], window_frames: int, stride: int | None, image_size: int):
+        self.image_size = image_size
+        self.windows = [w for clip in clips for w in clip_windows(clip, window_frames, stride)]
+        if not self.windows:
+            raise E2WMError("no clips to train on")
+        self.labels = [torch.tensor(event_labels(w)) for w in self.windows]
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        pixels = frames_to_pixels(self.windows[index].frames, self.image_size)
+        return {"pixel_values_videos": pixels, "labels": self.labels[index]}
+
+
+@torch.no_grad()
+def stream_rows(
+    clips: Iterable[Clip],
+    processor: E2WMVideoProcessor,
+    encoder: VideoEncoder,
+    window_frames: int,
+    stride: int | None = None,
+    batch_size: int = 16,
+) -> datasets.Dataset:
+    """Stage-2/3 rows: ``processor.stream_example`` of every window, with its pixels replaced by the frozen
+    ``encoder``'s features (``video_features`` ``[W // 4, D]``), computed once instead of every epoch."""
+    encoder.eval()
+    columns: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": [], "video_features": []}
+    for batch in _batches((w for c in clips for w in clip_windows(c, window_frames, stride)), batch_size):
+        examples = [
+            processor.stream_example(w.frames, w.fps, [(c.time, c.text) for c in w.captions]) for w in batch
+        ]
+        pixels = torch.stack([e.pop("pixel_values_videos") for e in examples])
+        features = encoder(pixels.to(encoder.device, encoder.dtype)).float().cpu().numpy()
+        for example, feature in zip(examples, features, strict=True):
+            for name in ("input_ids", "attention_mask", "labels"):
+                columns[name].append(example[name].tolist())
+            columns["video_features"].append(feature)
+    if not columns["input_ids"]:
+        raise E2WMError("no clips to train on")
+    return datasets.Dataset.from_dict(columns).with_format("torch")
+
+
+def _batches(items: Iterator[Clip], size: int) -> Iterator[list[Clip]]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class FeatureCollator:
+    """Batch ``stream_rows``: right-pad the token columns (labels with -100) and stack the features."""
+
+    def __init__(self, processor: E2WMVideoProcessor):
+        tokenizer = processor.tokenizer
+        pad = tokenizer.pad_token_id
+        self.pad = pad if pad is not None else (tokenizer.eos_token_id or 0)
+
+    def __call__(self, rows: Sequence[dict]) -> dict[str, torch.Tensor]:
+        batch = {}
+        for name, value in (("input_ids", self.pad), ("attention_mask", 0), ("labels", IGNORE)):
+            seqs = [torch.as_tensor(r[name], dtype=torch.long) for r in rows]
+            batch[name] = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=value)
+        batch["video_features"] = torch.stack([torch.as_tensor(r["video_features"]) for r in rows]).float()
+        return batch
+
+
+def rollout_clips(
+    rollouts: str | Path, split: str | None, episodes: int | None, config: RenderConfig
+) -> Iterator[Clip]:
+    """The episodes of a directory of rollout shards (one split's, the first ``episodes`` by id), rendered
+    as they are asked for."""
+    rows = [e for e in load_episodes(str(rollouts)) if split is None or e["split"] == split]
+    if not rows:
+        raise E2WMError(f"{rollouts}: no episodes" + (f" in split {split}" if split else ""))
+    for episode in rows[:episodes]:
+        yield render_episode(episode, config)

@@ -1,0 +1,128 @@
+"""Stream clips through a trained narrator, 4 frames at a time, and score when and what it says.
+
+``evaluate_stream`` is what ``e2wm stream`` runs: per clip a fresh stream, its utterances (optionally echoed
+as they come, ``[  3.94s] grabbed the mug``), the frames/s of the model's work (time spent inside
+``StreamingNarrator.feed``), and, for clips with reference captions, ``score_stream``'s metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from e2wm.errors import E2WMError
+from e2wm.multimodal.configuration import FRAMES_PER_STEP
+from e2wm.multimodal.metrics import score_stream
+from e2wm.multimodal.modeling import E2WMVideoForCausalLM
+from e2wm.multimodal.processing import E2WMVideoProcessor
+from e2wm.multimodal.streaming import StreamingNarrator
+from e2wm.multimodal.video_io import Clip
+
+Utterance = tuple[float, str]
+
+
+def load_narrator(model_dir: str | Path, threshold: float = 0.5) -> StreamingNarrator:
+    """The model and processor a training stage saved (``e2wm.train_video`` stage 2 or 3), as a narrator."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoProcessor
+
+    import e2wm.multimodal  # noqa: F401  # registers the video model with the Auto classes
+
+    path = Path(model_dir)
+    if not (path / "config.json").is_file():
+        raise E2WMError(f"{path}: no trained video model here (no config.json)")
+    if not 0 <= threshold <= 1:
+        raise E2WMError(f"threshold must be in [0, 1], got {threshold}")
+    try:
+        model_type = AutoConfig.from_pretrained(path).model_type
+        if model_type != "e2wm_video":
+            raise E2WMError(
+                f"{path} holds a {model_type!r} model, not a video narrator (stage 2 or 3 output)"
+            )
+        model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, dtype=torch.float32)
+        processor = AutoProcessor.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise E2WMError(f"{path}: cannot load the model ({str(exc).splitlines()[0]})") from None
+    if not isinstance(model, E2WMVideoForCausalLM) or not isinstance(processor, E2WMVideoProcessor):
+        raise E2WMError(f"{path}: not a video narrator with its processor")
+    return StreamingNarrator(model, processor, threshold=threshold)
+
+
+def stream_clip(
+    narrator: StreamingNarrator,
+    clip: Clip,
+    realtime: bool = False,
+    echo: Callable[[str], None] | None = None,
+) -> tuple[list[Utterance], float]:
+    """Feed ``clip`` from a fresh stream in chunks of 4 frames; its utterances and the seconds spent feeding.
+
+    ``realtime`` waits for each chunk's time to come (frames arrive at the clip's rate) before feeding it.
+    """
+    narrator.reset()
+    said: list[Utterance] = []
+    busy = 0.0
+    start = time.perf_counter()
+    for first in range(0, len(clip.frames), FRAMES_PER_STEP):
+        chunk = clip.frames[first : first + FRAMES_PER_STEP]
+        if realtime:
+            time.sleep(max(0.0, start + (first + len(chunk)) / clip.fps - time.perf_counter()))
+        began = time.perf_counter()
+        new = narrator.feed(chunk)
+        busy += time.perf_counter() - began
+        for utterance in new:
+            if echo is not None:
+                echo(utterance_line(*utterance))
+        said += new
+    return said, busy
+
+
+def utterance_line(seconds: float, text: str) -> str:
+    """``[  3.94s] grabbed the mug``: one line, whatever whitespace the model said."""
+    return f"[{seconds:7.2f}s] {' '.join(text.split())}"
+
+
+def evaluate_stream(
+    model: str | Path | StreamingNarrator,
+    clips: Iterable[Clip],
+    threshold: float = 0.5,
+    tolerance: float = 1.0,
+    scored: bool = True,
+    realtime: bool = False,
+    echo: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Narrate every clip with ``model`` (a directory from ``e2wm.train_video``, or a loaded narrator) at
+    ``threshold``; frames, seconds, frames/s and the predictions, plus ``score_stream`` metrics against the
+    clips' captions (``scored=False``: clips without references)."""
+    if tolerance < 0:
+        raise E2WMError(f"tolerance must be non-negative, got {tolerance}")
+    if not 0 <= threshold <= 1:
+        raise E2WMError(f"threshold must be in [0, 1], got {threshold}")
+    narrator = model if isinstance(model, StreamingNarrator) else load_narrator(model)
+    narrator.threshold = threshold
+    names, predictions, references = [], [], []
+    frames, seconds = 0, 0.0
+    for clip in clips:
+        if echo is not None:
+            echo(f"--- {clip.name}: {len(clip.frames)} frames, {len(clip.frames) / clip.fps:.2f} s ---")
+        said, busy = stream_clip(narrator, clip, realtime, echo)
+        names.append(clip.name)
+        predictions.append(said)
+        references.append(clip.captions)
+        frames += len(clip.frames) - len(clip.frames) % FRAMES_PER_STEP
+        seconds += busy
+    if not names:
+        raise E2WMError("no clips to stream")
+    result: dict[str, Any] = {
+        "clips": len(names),
+        "frames": frames,
+        "seconds": seconds,
+        "frames_per_s": frames / seconds if seconds > 0 else float("inf"),
+        "fps": narrator.fps,
+        "predictions": dict(zip(names, predictions, strict=True)),
+    }
+    if scored:
+        result.update(score_stream(predictions, references, tolerance))
+    return result

@@ -1,0 +1,422 @@
+"""Train the video narrator in three stages, each from a recipe and the previous stage's output:
+
+    accelerate launch --config_file accelerate_configs/cpu.yaml -m e2wm.train_video --config recipes/X.yaml
+
+1. ``stage: 1`` encoder pretraining: the causal video encoder and a linear head classify, per feature step (4
+   frames), the event that happened in it (the verb of its caption, or none). Saves the encoder.
+2. ``stage: 2`` projector alignment: the LM (``model_name_or_path``) and the stage-1 encoder (``init_from``)
+   are frozen; the projector learns to turn the encoder's features into LM tokens on which the LM keeps
+   watching (``<next>``) or narrates (``<feedback> ... </feedback>``). Saves the model and its processor.
+3. ``stage: 3`` LoRA on the LM (``use_peft``, ``lora_*``) with the projector trainable too, from the stage-2
+   model (``init_from``). Saves the merged model, which ``e2wm stream --model OUTPUT_DIR`` loads.
+
+The recipe maps onto ``VideoScriptArguments``, TRL's ``SFTConfig`` and ``ModelConfig``; flags override it.
+Clips come from a directory (NAME.mp4 + NAME.json) or are rendered from rollout shards into a cache. The
+encoder is frozen in stages 2 and 3, so its features are computed once, before training. A run whose
+``output_dir`` holds checkpoints resumes from the last one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoProcessor,
+    AutoTokenizer,
+    EvalPrediction,
+    PreTrainedModel,
+    Trainer,
+    set_seed,
+)
+from transformers.modeling_outputs import TokenClassifierOutput
+from transformers.trainer_utils import get_last_checkpoint
+from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
+
+from e2wm.errors import E2WMError
+from e2wm.models import DEFAULT_MODEL, resolve_model
+from e2wm.multimodal import E2WMVideoForCausalLM, E2WMVideoProcessor, VideoEncoder, VideoEncoderConfig
+from e2wm.multimodal.data import EVENT_CLASSES, IGNORE, EventWindows, FeatureCollator, stream_rows
+from e2wm.multimodal.video_io import Clip, VideoCaptionDirectory
+
+STAGES = (1, 2, 3)
+
+
+@dataclass
+class VideoScriptArguments:
+    """Which stage to train, on which clips, and the shape of the encoder and of the stream sequences."""
+
+    stage: int = field(default=1, metadata={"help": "1 encoder pretraining, 2 projector alignment, 3 LoRA"})
+    clips: str | None = field(default=None, metadata={"help": "directory of clips (NAME.mp4 + NAME.json)"})
+    rollouts: str | None = field(
+        default=None, metadata={"help": "or: rollout shards, rendered into render_cache (instead of clips)"}
+    )
+    split: str = field(default="train", metadata={"help": "rollouts: the split to train on"})
+    episodes: int | None = field(default=None, metadata={"help": "rollouts: the first N episodes of split"})
+    eval_clips: str | None = field(default=None, metadata={"help": "directory of clips to evaluate on"})
+    eval_split: str | None = field(default=None, metadata={"help": "or: rollouts' split to evaluate on"})
+    eval_episodes: int | None = field(default=None, metadata={"help": "rollouts: the first N of eval_split"})
+    render_cache: str = field(
+        default="outputs/video/cache", metadata={"help": "where rendered rollouts go (SPLIT-EPISODES/)"}
+    )
+    init_from: str | None = field(
+        default=None,
+        metadata={"help": "stage 2: the stage-1 encoder; stage 3: the stage-2 model (directories)"},
+    )
+    window_frames: int = field(default=64, metadata={"help": "frames per training window (a multiple of 4)"})
+    window_stride: int | None = field(
+        default=None, metadata={"help": "frames between windows (default: one)"}
+    )
+    tokens_per_step: int = field(default=1, metadata={"help": "stage 2: LM tokens per 4-frame feature step"})
+    decision_loss_weight: float = field(
+        default=1.0, metadata={"help": "stages 2-3: loss weight of the <next>/<feedback> decisions"}
+    )
+    train_decision_tokens: bool = field(
+        default=True,
+        metadata={
+            "help": "stage 3: also train the embeddings of <next>, <feedback>, </feedback> (new tokens)"
+        },
+    )
+    image_size: int = field(default=64, metadata={"help": "stage 1: encoder frame size"})
+    fps: float = field(default=16.0, metadata={"help": "stage 1: frame rate the encoder watches"})
+    stem_channels: int = field(default=16, metadata={"help": "stage 1: encoder stem channels"})
+    stage_channels: list[int] = field(
+        default_factory=lambda: [16, 24, 40, 64], metadata={"help": "stage 1: channels of the 4 stages"}
+    )
+    stage_depths: list[int] = field(
+        default_factory=lambda: [1, 2, 2, 1], metadata={"help": "stage 1: blocks in each of the 4 stages"}
+    )
+    head_channels: int = field(default=256, metadata={"help": "stage 1: encoder head channels"})
+    encoder_hidden_size: int = field(default=256, metadata={"help": "stage 1: encoder feature size"})
+
+    def validate(self) -> None:
+        if self.stage not in STAGES:
+            raise E2WMError(f"stage must be 1, 2 or 3, got {self.stage}")
+        if (self.clips is None) == (self.rollouts is None):
+            raise E2WMError("give exactly one of clips (a directory of clips) and rollouts (rollout shards)")
+        if self.eval_split is not None and self.rollouts is None:
+            raise E2WMError("eval_split renders rollouts: set rollouts, or use eval_clips")
+        if self.eval_clips is not None and self.eval_split is not None:
+            raise E2WMError("give at most one of eval_clips and eval_split")
+        for name in ("clips", "rollouts", "eval_clips"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_dir():
+                raise E2WMError(f"{name}: {path}: no such directory")
+        if self.stage == 1 and self.init_from is not None:
+            raise E2WMError("stage 1 trains a new encoder: init_from is for stages 2 and 3")
+        if self.stage == 3 and self.init_from is None:
+            raise E2WMError("stage 3 needs init_from: the output_dir of stage 2")
+        if self.init_from is not None and not (Path(self.init_from) / "config.json").is_file():
+            raise E2WMError(f"init_from: {self.init_from} holds no trained model (no config.json)")
+        for name in ("window_frames", "window_stride"):
+            frames = getattr(self, name)
+            if frames is not None and (frames < 4 or frames % 4):
+                raise E2WMError(f"{name} must be a positive multiple of 4 frames, got {frames}")
+        if self.tokens_per_step < 1 or self.decision_loss_weight < 0:
+            raise E2WMError("tokens_per_step must be >= 1 and decision_loss_weight >= 0")
+
+    def encoder_config(self) -> VideoEncoderConfig:
+        return VideoEncoderConfig(
+            image_size=self.image_size,
+            fps=self.fps,
+            stem_channels=self.stem_channels,
+            stage_channels=list(self.stage_channels),
+            stage_depths=list(self.stage_depths),
+            head_channels=self.head_channels,
+            hidden_size=self.encoder_hidden_size,
+        )
+
+
+def parse(argv: list[str] | None = None) -> tuple[VideoScriptArguments, SFTConfig, ModelConfig]:
+    """Parse ``--config recipe.yaml`` and command-line overrides into the three configs."""
+    parser = TrlParser((VideoScriptArguments, SFTConfig, ModelConfig))
+    try:
+        return tuple(parser.parse_args_and_config(argv))  # type: ignore[return-value]
+    except (OSError, ValueError) as exc:  # a missing recipe, a value the configs reject
+        raise E2WMError(f"bad configuration: {str(exc).splitlines()[0]}") from None
+
+
+# --- data --------------------------------------------------------------------------------------------------
+
+
+def load_clips(
+    script: VideoScriptArguments, encoder: VideoEncoderConfig, train: bool
+) -> Sequence[Clip] | None:
+    """The train (or eval) clips, at the encoder's frame size and rate; None: no eval clips."""
+    directory = script.clips if train else script.eval_clips
+    if directory is None and script.rollouts is not None and (train or script.eval_split is not None):
+        directory = render(script, script.split if train else script.eval_split, encoder, train)
+    if directory is None:
+        return None
+    return VideoCaptionDirectory(directory, size=encoder.image_size, fps=encoder.fps)
+
+
+def render(script: VideoScriptArguments, split: str, encoder: VideoEncoderConfig, train: bool) -> str:
+    """Render a split of the rollouts into the cache (clips already there are kept) and return its path."""
+    from e2wm.simulator.virtualhome.render import RenderConfig, render_rollouts
+
+    episodes = script.episodes if train else script.eval_episodes
+    size = max(16, encoder.image_size + encoder.image_size % 2)
+    out = Path(script.render_cache) / f"{split}-{episodes or 'all'}-{size}px-{encoder.fps:g}fps"
+    render_rollouts(script.rollouts, out, episodes, split, RenderConfig(size=size, fps=round(encoder.fps)))
+    return str(out)
+
+
+# --- stage 1 -----------------------------------------------------------------------------------------------
+
+
+class VideoEventClassifier(PreTrainedModel):
+    """The video encoder with a linear head: per feature step, logits over ``config.id2label`` events."""
+
+    config_class = VideoEncoderConfig
+    main_input_name = "pixel_values_videos"
+
+    def __init__(self, config: VideoEncoderConfig):
+        super().__init__(config)
+        self.video_encoder = VideoEncoder(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self, pixel_values_videos: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> TokenClassifierOutput:
+        logits = self.classifier(self.video_encoder(pixel_values_videos))
+        loss = None
+        if labels is not None:
+            loss = nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+        return TokenClassifierOutput(loss=loss, logits=logits)
+
+
+def event_metrics(prediction: EvalPrediction) -> dict[str, float]:
+    """Per-step accuracy, and accuracy on the steps where something happened."""
+    predicted, labels = np.argmax(prediction.predictions, axis=-1), prediction.label_ids
+    scored, events = labels != IGNORE, labels > 0
+    return {
+        "accuracy": float((predicted == labels)[scored].mean()),
+        "event_accuracy": float((predicted == labels)[events].mean()) if events.any() else 0.0,
+    }
+
+
+def train_encoder(script: VideoScriptArguments, training: SFTConfig) -> Trainer:
+    """Stage 1: event classification; the encoder (without the head) is saved to ``output_dir``."""
+    config = script.encoder_config()
+    config.id2label = dict(enumerate(EVENT_CLASSES))
+    config.label2id = {name: i for i, name in enumerate(EVENT_CLASSES)}
+    train_clips = load_clips(script, config, train=True)
+    eval_clips = load_clips(script, config, train=False)
+    windows = script.window_frames, script.window_stride, config.image_size
+    # SFTConfig turns activation checkpointing on by default; the encoder has none (and needs none).
+    training.activation_checkpointing = training.gradient_checkpointing = False
+    set_seed(training.seed)
+    trainer = Trainer(
+        model=VideoEventClassifier(config),
+        args=training,
+        train_dataset=EventWindows(train_clips, *windows),
+        eval_dataset=EventWindows(eval_clips, *windows) if eval_clips is not None else None,
+        compute_metrics=event_metrics,
+    )
+    resume(trainer)
+    if trainer.is_world_process_zero():
+        publish(training.output_dir, trainer.model.video_encoder.save_pretrained)
+    return trainer
+
+
+# --- stages 2 and 3 ----------------------------------------------------------------------------------------
+
+
+class StreamTrainer(SFTTrainer):
+    """``SFTTrainer`` whose loss is the model's own, decision-weighted one (``config.decision_loss_weight``),
+    from a single forward (TRL's fused LM head would score an unweighted token mean)."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = {**inputs, "use_cache": False}
+        return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+
+def build_video_model(
+    script: VideoScriptArguments, model_args: ModelConfig, seed: int
+) -> tuple[E2WMVideoForCausalLM, E2WMVideoProcessor]:
+    """The stage-2 starting point: the LM with the stage-1 encoder (or a fresh one) and a fresh projector,
+    the same for the same ``seed``."""
+    encoder = load_model(VideoEncoder, script.init_from) if script.init_from else None
+    lm = resolve_model(model_args.model_name_or_path or DEFAULT_MODEL)
+    tokenizer = AutoTokenizer.from_pretrained(lm, revision=model_args.model_revision)
+    set_seed(seed)
+    model = E2WMVideoForCausalLM.from_language_model(
+        lm,
+        tokenizer,
+        encoder.config if encoder is not None else script.encoder_config(),
+        tokens_per_step=script.tokens_per_step,
+        decision_loss_weight=script.decision_loss_weight,
+    )
+    if encoder is not None:
+        model.model.video_encoder.load_state_dict(encoder.state_dict())
+    image_size = model.config.video_config.image_size
+    return model, E2WMVideoProcessor(tokenizer, tokens_per_step=script.tokens_per_step, image_size=image_size)
+
+
+def train_projector(script: VideoScriptArguments, training: SFTConfig, model_args: ModelConfig) -> SFTTrainer:
+    """Stage 2: only the projector trains; the model and processor are saved to ``output_dir``."""
+    model, processor = build_video_model(script, model_args, training.seed)
+    model.requires_grad_(False)
+    model.model.multi_modal_projector.requires_grad_(True)
+    trainer = stream_trainer(script, training, model, processor, peft_config=None)
+    resume(trainer)
+    if trainer.is_world_process_zero():
+        publish(training.output_dir, lambda d: save_model(trainer.model, processor, d))
+    return trainer
+
+
+def train_lora(script: VideoScriptArguments, training: SFTConfig, model_args: ModelConfig) -> SFTTrainer:
+    """Stage 3: LoRA on the LM, the projector in full and (``train_decision_tokens``) the decision tokens'
+    embeddings; the merged model is saved to ``output_dir``."""
+    peft_config = get_peft_config(model_args)
+    if peft_config is None:
+        raise E2WMError("stage 3 trains LoRA adapters: set use_peft: true")
+    model = load_model(E2WMVideoForCausalLM, script.init_from)
+    processor = load_processor(script.init_from)
+    model.config.decision_loss_weight = script.decision_loss_weight
+    peft_config.target_modules = lm_targets(model, model_args.lora_target_modules)
+    peft_config.modules_to_save = ["multi_modal_projector", *(peft_config.modules_to_save or [])]
+    if script.train_decision_tokens:  # new tokens: their embedding and LM-head rows start as random draws
+        config = model.config
+        ids = [config.next_token_id, config.feedback_start_id, config.feedback_end_id]
+        ends = (model.get_input_embeddings(), model.get_output_embeddings())
+        names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if any(m is e for e in ends)})
+        peft_config.trainable_token_indices = dict.fromkeys(names, ids)  # tied weights: PEFT trains them once
+    trainer = stream_trainer(script, training, model, processor, peft_config)
+    resume(trainer)
+    if trainer.is_world_process_zero():
+        merged = trainer.model.merge_and_unload()
+        publish(training.output_dir, lambda d: save_model(merged, processor, d))
+    return trainer
+
+
+def lm_targets(model: E2WMVideoForCausalLM, names: Sequence[str] | str | None) -> str:
+    """A regular expression for the LM's linear layers called ``names`` (``all-linear``: every one but the
+    head), so LoRA leaves the encoder and the projector alone."""
+    prefix = "model.language_model."
+    linear = {
+        n.rsplit(".", 1)[-1]
+        for n, m in model.named_modules()
+        if n.startswith(prefix) and isinstance(m, nn.Linear)
+    }
+    wanted = (
+        linear
+        if names in (None, "all-linear", ["all-linear"])
+        else set([names] if isinstance(names, str) else names)
+    )
+    if not wanted <= linear:
+        raise E2WMError(
+            f"lora_target_modules {sorted(wanted - linear)} are not linear layers of the LM "
+            f"(it has {', '.join(sorted(linear))})"
+        )
+    return rf"{re.escape(prefix)}.*\.({'|'.join(sorted(wanted))})"
+
+
+def stream_trainer(
+    script: VideoScriptArguments,
+    training: SFTConfig,
+    model: E2WMVideoForCausalLM,
+    processor: E2WMVideoProcessor,
+    peft_config,
+) -> StreamTrainer:
+    """An SFT trainer over the stream sequences of the clips, with the encoder's features precomputed."""
+    video = model.config.video_config
+    train_clips = load_clips(script, video, train=True)
+    eval_clips = load_clips(script, video, train=False)
+    encoder = model.model.video_encoder
+    rows = script.window_frames, script.window_stride
+    training.remove_unused_columns = False
+    training.prediction_loss_only = True  # evaluation reports the loss: no need to gather every logit
+    training.dataset_kwargs = {**(training.dataset_kwargs or {}), "skip_prepare_dataset": True}
+    return StreamTrainer(
+        model=model,
+        args=training,
+        train_dataset=stream_rows(train_clips, processor, encoder, *rows),
+        eval_dataset=stream_rows(eval_clips, processor, encoder, *rows) if eval_clips is not None else None,
+        data_collator=FeatureCollator(processor),
+        processing_class=processor.tokenizer,
+        peft_config=peft_config,
+    )
+
+
+# --- loading and saving ------------------------------------------------------------------------------------
+
+
+def load_model(cls: type[PreTrainedModel], path: str) -> PreTrainedModel:
+    """A model of class ``cls`` from a directory of a previous stage (safetensors only)."""
+    expected = cls.config_class.model_type
+    try:
+        found = AutoConfig.from_pretrained(path).model_type
+        if found != expected:
+            raise E2WMError(f"{path} holds a {found!r} model, not a {expected!r} one: check init_from")
+        return cls.from_pretrained(path, use_safetensors=True, dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise E2WMError(f"{path}: cannot load the model ({str(exc).splitlines()[0]})") from None
+
+
+def load_processor(path: str) -> E2WMVideoProcessor:
+    try:
+        processor = AutoProcessor.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise E2WMError(f"{path}: cannot load the processor ({str(exc).splitlines()[0]})") from None
+    if not isinstance(processor, E2WMVideoProcessor):
+        raise E2WMError(f"{path}: no video processor (processor_config.json) next to the model")
+    return processor
+
+
+def save_model(model: PreTrainedModel, processor: E2WMVideoProcessor, directory: str) -> None:
+    model.save_pretrained(directory, safe_serialization=True)
+    processor.save_pretrained(directory)
+
+
+def resume(trainer: Trainer) -> None:
+    """Train, from the last checkpoint in ``output_dir`` if there is one."""
+    output_dir = trainer.args.output_dir
+    last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+    trainer.train(resume_from_checkpoint=trainer.args.resume_from_checkpoint or last)
+
+
+def publish(output_dir: str, save: Callable[[str], None]) -> None:
+    """``save`` into a temporary directory, then move the files into ``output_dir``, ``config.json`` last
+    (a directory whose ``config.json`` exists holds a complete model)."""
+    out = Path(output_dir)
+    staging = out / ".tmp-final"
+    shutil.rmtree(staging, ignore_errors=True)
+    save(str(staging))
+    for path in sorted(staging.iterdir(), key=lambda p: p.name == "config.json"):
+        os.replace(path, out / path.name)
+    staging.rmdir()
+
+
+def train(script: VideoScriptArguments, training: SFTConfig, model_args: ModelConfig) -> Trainer:
+    """Run the configured stage; returns its trainer."""
+    script.validate()
+    if script.stage == 1:
+        return train_encoder(script, training)
+    if script.stage == 2:
+        return train_projector(script, training, model_args)
+    return train_lora(script, training, model_args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m e2wm.train_video`` / ``accelerate launch -m e2wm.train_video``."""
+    try:
+        train(*parse(argv))
+    except E2WMError as exc:
+        print(f"e2wm train_video: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,294 @@
+"""The 3-stage video training recipe on a tiny LM and two rendered clips; windows, labels; `e2wm stream`."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from tiny_lm import save_tiny_lm
+
+from e2wm import train_video
+from e2wm.agents.explore import ExploreConfig, explore_episode
+from e2wm.agents.replay import replay
+from e2wm.cli import main
+from e2wm.errors import E2WMError
+from e2wm.multimodal import E2WMVideoForCausalLM, VideoEncoder
+from e2wm.multimodal.data import EVENT_CLASSES, IGNORE, clip_windows, event_labels
+from e2wm.multimodal.video_io import Caption, Clip
+from e2wm.simulator.virtualhome import resources
+from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator
+from e2wm.simulator.virtualhome.render import RenderConfig, render_episode, write_clip
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPES = sorted((ROOT / "recipes").glob("video_*.yaml"))
+ENCODER = [
+    "--image_size", "32", "--stem_channels", "8", "--stage_channels", "8", "16", "16", "24",
+    "--head_channels", "32", "--encoder_hidden_size", "24",
+]  # fmt: skip
+TRAINING = [
+    "--window_frames", "32", "--max_steps", "2", "--per_device_train_batch_size", "2",
+    "--learning_rate", "1e-2", "--use_cpu", "true", "--bf16", "false", "--report_to", "none",
+    "--save_strategy", "no", "--logging_steps", "1", "--seed", "0", "--activation_checkpointing", "false",
+]  # fmt: skip
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy machine OpenMP threads fight for the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> Path:
+    """Two rendered clips at 32x32: the replay of 'Drink' and a short random episode."""
+    folder = tmp_path_factory.mktemp("clips")
+    drink = replay(VirtualHomeSimulator(), resources.program_by_id("file628_2"), seed=0)
+    program = resources.program_by_id("file331_2")
+    wander = explore_episode(
+        VirtualHomeSimulator(),
+        program.graphs()[0],
+        program.id,
+        "train",
+        ExploreConfig(length=4, people=1),
+        seed=3,
+        episode_id="random-test-000000",
+    )
+    for episode in (drink, wander):
+        clip = render_episode(episode, RenderConfig(size=32))
+        write_clip(clip, folder, clip.name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def stages(tmp_path_factory, clips) -> dict:
+    """The three stages run in order, each from the previous one's output (and the logs of stages 1-2)."""
+    root = tmp_path_factory.mktemp("stages")
+    lm = save_tiny_lm(root / "lm")
+    out = {"lm": lm, "1": root / "stage1", "2": root / "stage2", "3": root / "stage3"}
+    data = ["--clips", str(clips)]
+    evaluated = ["--eval_clips", str(clips), "--eval_strategy", "steps", "--eval_steps", "2"]
+    stage1 = ["--stage", "1", *data, *evaluated, *ENCODER, *TRAINING, "--output_dir", str(out["1"])]
+    out["log1"] = train_video.train(*train_video.parse(stage1)).state.log_history
+    stage2 = [
+        "--stage",
+        "2",
+        "--init_from",
+        str(out["1"]),
+        "--model_name_or_path",
+        str(lm),
+        "--tokens_per_step",
+        "2",
+    ]
+    stage2 += [*data, *evaluated, *TRAINING, "--output_dir", str(out["2"])]
+    out["log2"] = train_video.train(*train_video.parse(stage2)).state.log_history
+    lora = [
+        "--use_peft",
+        "true",
+        "--lora_r",
+        "4",
+        "--lora_alpha",
+        "8",
+        "--lora_target_modules",
+        "q_proj",
+        "v_proj",
+    ]
+    stage3 = ["--stage", "3", "--init_from", str(out["2"]), *lora, "--decision_loss_weight", "3.0"]
+    train_video.main([*stage3, *data, *TRAINING, "--output_dir", str(out["3"])])
+    return out
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_every_video_recipe_parses_and_names_its_launch_command(recipe: Path) -> None:
+    first = recipe.read_text().splitlines()[0]
+    assert first == (
+        "# accelerate launch --config_file accelerate_configs/cpu.yaml -m e2wm.train_video "
+        f"--config recipes/{recipe.name}"
+    )
+    keys = yaml.safe_load(recipe.read_text())
+    script, training, model_args = train_video.parse(["--config", str(recipe)])
+    assert script.stage == keys["stage"] and training.output_dir == keys["output_dir"]
+    assert script.window_frames % 4 == 0 and not training.bf16 and training.use_cpu
+    if script.stage > 1:  # each stage starts from the one before
+        previous = next(r for r in RECIPES if f"stage{script.stage - 1}" in r.name)
+        assert script.init_from == yaml.safe_load(previous.read_text())["output_dir"]
+    assert model_args.use_peft == (script.stage == 3)
+
+
+def test_three_recipes_one_per_stage() -> None:
+    assert sorted(yaml.safe_load(r.read_text())["stage"] for r in RECIPES) == [1, 2, 3]
+
+
+def _clip(frames: int, times: list[float], fps: float = 16.0) -> Clip:
+    video = np.arange(frames, dtype=np.uint8)[:, None, None, None].repeat(4, 1).repeat(4, 2).repeat(3, 3)
+    return Clip(
+        "c", video, fps, [Caption(t, f"grabbed the mug {i}", {"verb": "grab"}) for i, t in enumerate(times)]
+    )
+
+
+def test_windows_retime_captions_and_cover_the_clip() -> None:
+    clip = _clip(40, [0.9375, 1.4375, 2.4])  # frames 15, 23, 38
+    windows = clip_windows(clip, 16)
+    assert [w.name for w in windows] == ["c@0", "c@16", "c@24"]  # the last one ends at the clip's end
+    assert all(len(w.frames) == 16 for w in windows)
+    assert windows[2].frames[0, 0, 0, 0] == 24 and windows[2].frames[-1, 0, 0, 0] == 39
+    assert [[c.text[-1] for c in w.captions] for w in windows] == [["0"], ["1"], ["2"]]
+    # timed from the window's start, in the middle of their frame: frame 23 is frame 7 of c@16
+    assert windows[1].captions[0].time == pytest.approx(7.5 / 16)
+    assert event_labels(windows[1]) == [0, EVENT_CLASSES.index("grab"), 0, 0]
+
+
+def test_short_clip_is_padded_with_its_last_frame_and_unknown_verbs_are_ignored() -> None:
+    clip = _clip(10, [0.3])
+    clip.captions.append(Caption(0.55, "did something odd"))  # frame 8, step 2: no template fits
+    (window,) = clip_windows(clip, 16)
+    assert len(window.frames) == 16 and (window.frames[9:] == 9).all()
+    assert event_labels(window) == [0, EVENT_CLASSES.index("grab"), IGNORE, 0]
+    with pytest.raises(E2WMError, match="multiple of 4"):
+        clip_windows(clip, 18)
+
+
+def test_three_stages_train_and_each_output_loads(stages: dict[str, Path], clips: Path) -> None:
+    (eval1,) = [
+        h for h in stages["log1"] if "eval_loss" in h
+    ]  # event accuracy of stage 1, a loss for stage 2
+    assert 0 <= eval1["eval_accuracy"] <= 1 and 0 <= eval1["eval_event_accuracy"] <= 1
+    assert [h["step"] for h in stages["log2"] if "eval_loss" in h] == [2]
+    encoder = VideoEncoder.from_pretrained(stages["1"], use_safetensors=True)
+    assert encoder.config.image_size == 32 and encoder.config.hidden_size == 24
+    assert encoder.config.id2label[0] == "none" and len(encoder.config.id2label) == len(EVENT_CLASSES)
+    for stage in ("2", "3"):
+        model = E2WMVideoForCausalLM.from_pretrained(stages[stage], use_safetensors=True)
+        assert model.config.tokens_per_step == 2
+        assert (stages[stage] / "processor_config.json").exists() and not list(stages[stage].glob("*.bin"))
+        assert not (stages[stage] / "adapter_config.json").exists()  # stage 3 is merged
+        encoded = {k: v for k, v in model.model.video_encoder.state_dict().items()}
+        assert all(torch.equal(encoded[k], v) for k, v in encoder.state_dict().items())
+    assert E2WMVideoForCausalLM.from_pretrained(stages["3"]).config.decision_loss_weight == 3.0
+
+
+def test_stage2_changes_only_the_projector(stages: dict[str, Path], clips: Path) -> None:
+    script, _, model_args = train_video.parse(
+        ["--stage", "2", "--init_from", str(stages["1"]), "--model_name_or_path", str(stages["lm"]),
+         "--clips", str(clips), "--tokens_per_step", "2", "--output_dir", "unused", "--use_cpu", "true"]
+    )  # fmt: skip
+    initial, _ = train_video.build_video_model(script, model_args, seed=0)
+    before = initial.state_dict()
+    after = load_file(stages["2"] / "model.safetensors")
+    changed = {k for k, v in after.items() if not torch.equal(v, before[k])}
+    projector = {k for k in before if k.startswith("model.multi_modal_projector.")}
+    assert changed == projector
+
+
+def test_stage3_merges_lora_into_the_lm_and_trains_the_projector(stages: dict[str, Path]) -> None:
+    before = load_file(stages["2"] / "model.safetensors")
+    after = load_file(stages["3"] / "model.safetensors")
+    assert before.keys() == after.keys()
+    changed = {k for k in after if not torch.equal(after[k], before[k])}
+    assert any(re.search(r"language_model\.layers\.\d+\.self_attn\.(q|v)_proj\.weight", k) for k in changed)
+    assert any(k.startswith("model.multi_modal_projector.") for k in changed)
+    assert not any(k.startswith("model.video_encoder.") or "k_proj" in k or "mlp" in k for k in changed)
+    # the decision tokens' rows of the embeddings and of the (untied) LM head trained too, and no other row
+    config = E2WMVideoForCausalLM.from_pretrained(stages["3"]).config
+    decisions = sorted([config.next_token_id, config.feedback_start_id, config.feedback_end_id])
+    for weights in ("model.language_model.embed_tokens.weight", "lm_head.weight"):
+        assert (after[weights] != before[weights]).any(dim=1).nonzero()[:, 0].tolist() == decisions
+
+
+def test_stream_prints_utterances_frames_per_second_and_metrics(stages, clips, capsys) -> None:
+    main(["stream", "--model", str(stages["3"]), "--clips", str(clips), "--threshold", "1.0"])
+    out = capsys.readouterr().out.splitlines()
+    said = [line for line in out if re.match(r"^\[ *\d+\.\d\ds\] ", line)]
+    steps = sum(int(m.group(1)) // 4 for line in out if (m := re.match(r"^--- .*: (\d+) frames", line)))
+    assert len(said) == steps > 0  # threshold 1: it speaks at every step
+    assert re.search(r"streamed \d+ frames of 2 clip\(s\) in [\d.]+ s: [\d.]+ frames/s", "\n".join(out))
+    metrics = next(line for line in out if line.startswith("temporal precision"))
+    assert float(re.search(r"recall ([\d.]+)", metrics).group(1)) > 0
+    main(
+        [
+            "stream",
+            "--model",
+            str(stages["3"]),
+            "--clips",
+            str(clips),
+            "--threshold",
+            "0.0",
+            "--episodes",
+            "1",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert not re.search(r"^\[", out, re.M) and "of 1 clip(s)" in out
+    assert "precision 1.000 recall 0.000 F1 0.000" in out  # silence: nothing said, every caption missed
+
+
+def test_stream_a_video_without_captions_and_bad_inputs(stages, clips, tmp_path, capsys) -> None:
+    video = tmp_path / "bare.mp4"
+    video.write_bytes(next(clips.glob("*.mp4")).read_bytes())
+    main(["stream", "--model", str(stages["2"]), "--video", str(video)])
+    out = capsys.readouterr().out
+    assert "frames/s" in out and "temporal precision" not in out
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"not a video" * 100)
+    bad = [
+        (["stream", "--model", str(tmp_path / "missing"), "--clips", str(clips)], "no trained video model"),
+        (["stream", "--model", str(stages["1"]), "--clips", str(clips)], "not a video narrator"),
+        (["stream", "--model", str(stages["3"]), "--video", str(corrupt)], "cannot decode video"),
+        (["stream", "--model", str(stages["3"]), "--clips", str(tmp_path / "none")], "no such directory"),
+    ]
+    for argv, message in bad:
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_a_rerun_resumes_from_the_last_checkpoint(clips, tmp_path) -> None:
+    argv = ["--stage", "1", "--clips", str(clips), *ENCODER, *TRAINING, "--output_dir", str(tmp_path)]
+    argv += ["--save_strategy", "steps", "--save_steps", "1", "--save_total_limit", "1"]
+    first = train_video.train(*train_video.parse(argv))
+    assert [p.name for p in tmp_path.glob("checkpoint-*")] == ["checkpoint-2"]
+    # Another seed would start from other weights: the losses of steps 1-2 show they were not run again.
+    again = train_video.train(*train_video.parse([*argv, "--max_steps", "3", "--seed", "1"]))
+    losses = [(h["step"], h["loss"]) for h in again.state.log_history if "loss" in h]
+    assert again.state.global_step == 3 and len(losses) == 3
+    assert losses[:2] == [(h["step"], h["loss"]) for h in first.state.log_history if "loss" in h]
+    assert (tmp_path / "config.json").exists() and not (tmp_path / ".tmp-final").exists()
+
+
+def test_bad_training_configs_exit_2_with_one_line(stages, clips, tmp_path, capsys) -> None:
+    base = ["--clips", str(clips), "--output_dir", str(tmp_path / "out"), "--use_cpu", "true"]
+    bad = [
+        (["--stage", "4", *base], "stage must be 1, 2 or 3"),
+        (["--stage", "3", *base], "stage 3 needs init_from"),
+        (["--stage", "3", "--init_from", str(stages["2"]), *base], "set use_peft"),
+        (["--stage", "2", "--init_from", str(stages["2"]), *base], "not a 'e2wm_video_encoder' one"),
+        (
+            [
+                "--stage",
+                "1",
+                "--clips",
+                str(tmp_path),
+                "--output_dir",
+                str(tmp_path / "o"),
+                "--use_cpu",
+                "true",
+            ],
+            "no videos",
+        ),
+        (["--stage", "1", *base, "--window_frames", "30"], "multiple of 4"),
+        (["--stage", "1", *base, "--stage_channels", "8", "16"], "same length"),
+        (["--config", str(tmp_path / "missing.yaml")], "bad configuration"),
+    ]
+    for argv, message in bad:
+        with pytest.raises(SystemExit) as exit_info:
+            train_video.main(argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in err and err.count("\n") == 1, err
