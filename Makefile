@@ -20,10 +20,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-demo: setup
+# Rollouts for both demos: replays of the shipped programs, MCTS plans and random exploration.
+$(OUT)/.collected: | $(STAMP)
 	$(BIN)/e2wm collect --agent replay --workers 2 --out $(OUT)/rollouts
 	$(BIN)/e2wm collect --agent mcts --episodes 24 --workers 2 --shard-size 8 --out $(OUT)/rollouts
 	$(BIN)/e2wm collect --agent random --episodes 300 --length 30 --workers 2 --shard-size 25 --out $(OUT)/rollouts
+	touch $@
+
+demo: setup $(OUT)/.collected
 	$(BIN)/e2wm inspect $(OUT)/rollouts
 	$(BIN)/e2wm build --rollouts $(OUT)/rollouts --out $(OUT)/corpus --overwrite --jsonl
 	$(BIN)/e2wm inspect $(OUT)/corpus
@@ -37,9 +41,9 @@ demo: setup
 		--results $(OUT)/eval/results.json --dataset $(OUT)/corpus --dataset-repo-id e2wm/virtualhome-qa \
 		--dry-run $(OUT)/push
 
-# The multimodal path on the demo rollouts (run `make demo` first, or at least its collect steps): three
-# training stages from renders, then narrate held-out rendered episodes as a stream.
-demo-video: setup
+# The multimodal path on the demo rollouts: three training stages from renders, then narrate held-out
+# rendered episodes as a stream.
+demo-video: setup $(OUT)/.collected
 	$(BIN)/accelerate launch --config_file accelerate_configs/cpu.yaml -m e2wm.train_video \
 		--config recipes/video_stage1_encoder_cpu.yaml
 	$(BIN)/accelerate launch --config_file accelerate_configs/cpu.yaml -m e2wm.train_video \

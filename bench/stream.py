@@ -36,8 +36,9 @@ TRAINED = ROOT / "outputs" / "video" / "stage3-lora"
 
 
 def receptive_field(config: VideoEncoderConfig) -> int:
-    """How many input frames the last feature of a step depends on (the stem is per frame)."""
-    frames, jump = 1, 1
+    """How many input frames the last feature of a step depends on (the stem reads a frame and the one
+    before it)."""
+    frames, jump = 2, 1
     for stride, depth in zip(config.stage_temporal_strides, config.stage_depths, strict=True):
         for block in range(depth):
             frames += (config.temporal_kernel - 1) * jump

@@ -143,7 +143,7 @@ def render(args: argparse.Namespace) -> None:
     """Render rollout episodes to top-down videos (NAME.mp4) with timestamped narration (NAME.json)."""
     from e2wm.simulator.virtualhome.render import RenderConfig, render_rollouts
 
-    config = RenderConfig(size=args.size, fps=args.fps)
+    config = RenderConfig(size=args.size, fps=args.fps, pause_rate=args.pause_rate)
     paths = render_rollouts(
         args.rollouts,
         args.out,
@@ -470,6 +470,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=SPLITS, default=None, help="render only this split's episodes")
     p.add_argument("--size", type=int, default=64, help="frame width and height in pixels (even)")
     p.add_argument("--fps", type=int, default=16, help="frames per second (a step lasts 8 frames)")
+    p.add_argument(
+        "--pause-rate",
+        type=float,
+        default=0.3,
+        help="chance the scene stands still for 4-16 frames after a step (0: a caption every 8 frames)",
+    )
     p.add_argument("--workers", type=int, default=1, help="worker processes")
     p.add_argument("--scene-graph", default=None, help="scene graph JSON the episodes ran on")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import sys
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,8 +167,10 @@ def render(script: VideoScriptArguments, split: str, encoder: VideoEncoderConfig
 
     episodes = script.episodes if train else script.eval_episodes
     size = max(16, encoder.image_size + encoder.image_size % 2)
-    out = Path(script.render_cache) / f"{split}-{episodes or 'all'}-{size}px-{encoder.fps:g}fps"
-    render_rollouts(script.rollouts, out, episodes, split, RenderConfig(size=size, fps=round(encoder.fps)))
+    config = RenderConfig(size=size, fps=round(encoder.fps))
+    key = zlib.crc32(repr(config).encode())  # a change of the renderer's settings renders anew
+    out = Path(script.render_cache) / f"{split}-{episodes or 'all'}-{size}px-{encoder.fps:g}fps-{key:08x}"
+    render_rollouts(script.rollouts, out, episodes, split, config)
     return str(out)
 
 

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from e2wm.simulator.protocol import Action
 from e2wm.simulator.virtualhome import resources
 from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """For modules of tiny models (``pytestmark = pytest.mark.usefixtures("one_thread")``): they gain nothing
+    from threads, and on a busy machine OpenMP threads fight for the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from e2wm.simulator.virtualhome.render import (
     write_clip,
 )
 
-CONFIG = RenderConfig()
+CONFIG = RenderConfig(pause_rate=0.0)  # a fixed timeline: step k ends at frame lead_in + 8 (k + 1) - 1
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +83,26 @@ def test_replay_episode_renders_frames_and_timed_captions(drink: dict) -> None:
     assert "grabbed the water glass" in texts
 
 
+def test_pauses_hold_the_scene_still_between_steps_and_move_the_captions(drink: dict) -> None:
+    plain = render_episode(drink, CONFIG)
+    paused = render_episode(drink, RenderConfig(pause_rate=0.5, max_pause_steps=2))
+    np.testing.assert_array_equal(paused.frames, render_episode(drink, RenderConfig(pause_rate=0.5)).frames)
+    step = CONFIG.frames_per_step
+    extra = len(paused.frames) - len(plain.frames)
+    assert extra > 0 and extra % (step // 2) == 0  # pauses come in half steps
+    assert [c.text for c in paused.captions] == [c.text for c in plain.captions]
+    times = [round(c.time * CONFIG.fps) for c in paused.captions]
+    gaps = {b - a for a, b in zip(times, times[1:], strict=False)}
+    assert step in gaps and len(gaps) > 2 and any(g % step for g in gaps)  # no fixed rhythm or phase
+    for p, q in zip(paused.captions, plain.captions, strict=True):  # each caption on the same picture
+        np.testing.assert_array_equal(paused.frames[round(p.time * 16)], plain.frames[round(q.time * 16)])
+    # Pause frames repeat the frame before them: the scene stands still.
+    repeats = np.all(paused.frames[1:] == paused.frames[:-1], axis=(1, 2, 3)).sum()
+    assert repeats >= extra + np.all(plain.frames[1:] == plain.frames[:-1], axis=(1, 2, 3)).sum()
+    assert sum(p.time > q.time for p, q in zip(paused.captions, plain.captions, strict=True)) > 0
+    _one_line_error("pause_rate must be in", render_episode, drink, RenderConfig(pause_rate=1.5))
+
+
 def test_rendering_is_deterministic(drink: dict) -> None:
     first, second = render_episode(drink, CONFIG), render_episode(drink, CONFIG)
     np.testing.assert_array_equal(first.frames, second.frames)
@@ -92,7 +112,9 @@ def test_rendering_is_deterministic(drink: dict) -> None:
 def test_frames_show_state_changes_and_smooth_motion(drink: dict) -> None:
     clip = render_episode(drink, CONFIG)
     k = next(i for i, s in enumerate(drink["steps"]) if s["verb"] == "OPEN")
-    effect = CONFIG.lead_in + k * CONFIG.frames_per_step + CONFIG.frames_per_step // 2
+    effect = (
+        CONFIG.lead_in + k * CONFIG.frames_per_step + round(CONFIG.move_fraction * CONFIG.frames_per_step)
+    )
     before, after = clip.frames[effect - 1], clip.frames[effect]
     assert _mask(after, CONFIG.open).sum() > _mask(before, CONFIG.open).sum()
     assert _mask(before, CONFIG.closed).sum() > _mask(after, CONFIG.closed).sum()

@@ -2,26 +2,18 @@
 
 import pytest
 import torch
+from tiny_lm import TINY_ENCODER
 
 from e2wm.errors import E2WMError
 from e2wm.multimodal import VideoEncoder, VideoEncoderConfig, frames_to_pixels
 
-SMALL = dict(image_size=32, stem_channels=8, stage_channels=[8, 16, 16, 24], head_channels=32, hidden_size=24)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine OpenMP threads fight for the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def encoder():
     torch.manual_seed(0)
-    return VideoEncoder(VideoEncoderConfig(**SMALL))
+    return VideoEncoder(VideoEncoderConfig(**TINY_ENCODER))
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 import torch
 from datasets import Dataset
 from peft import LoraConfig, get_peft_model
-from tiny_lm import save_tiny_lm
+from tiny_lm import TINY_ENCODER, save_tiny_lm
 from transformers import AutoModelForCausalLM, AutoProcessor, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
@@ -19,19 +19,8 @@ from e2wm.multimodal import (
 )
 from e2wm.multimodal.modeling import weighted_lm_loss
 
-ENCODER = dict(
-    image_size=32, stem_channels=8, stage_channels=[8, 16, 16, 24], head_channels=32, hidden_size=24
-)
+pytestmark = pytest.mark.usefixtures("one_thread")
 LORA = dict(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=r".*language_model.*\.(q_proj|v_proj)")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine OpenMP threads fight for the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +32,7 @@ def build(lm, tokens_per_step=2, seed=0):
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(lm)
     model = E2WMVideoForCausalLM.from_language_model(
-        str(lm), tokenizer, VideoEncoderConfig(**ENCODER), tokens_per_step=tokens_per_step
+        str(lm), tokenizer, VideoEncoderConfig(**TINY_ENCODER), tokens_per_step=tokens_per_step
     )
     return model, E2WMVideoProcessor(tokenizer, tokens_per_step=tokens_per_step, image_size=32)
 
@@ -119,6 +108,19 @@ def test_round_trip_through_auto_classes_gives_identical_logits(built, example, 
     assert all(torch.equal(again[k], example[k]) for k in example)
     with torch.no_grad():
         assert torch.equal(loaded(**batched(again)).logits, model(**batched(example)).logits)
+
+
+def test_projected_tokens_keep_the_embeddings_scale_whatever_the_features_scale(built):
+    model, _ = built
+    projector = model.model.multi_modal_projector
+    features = torch.randn(
+        1, 6, model.config.video_config.hidden_size, generator=torch.Generator().manual_seed(0)
+    )
+    with torch.no_grad():
+        small, large = projector(features), projector(1000 * features)
+        embeddings = model.get_input_embeddings().weight.norm(dim=-1).mean()
+    torch.testing.assert_close(large, small, atol=1e-4, rtol=1e-4)
+    assert 0.1 < small.norm(dim=-1).mean() / embeddings < 10
 
 
 def test_placeholder_mismatch_raises(built, example):

@@ -30,20 +30,12 @@ ENCODER = [
     "--image_size", "32", "--stem_channels", "8", "--stage_channels", "8", "16", "16", "24",
     "--head_channels", "32", "--encoder_hidden_size", "24",
 ]  # fmt: skip
+pytestmark = pytest.mark.usefixtures("one_thread")
 TRAINING = [
     "--window_frames", "32", "--max_steps", "2", "--per_device_train_batch_size", "2",
     "--learning_rate", "1e-2", "--use_cpu", "true", "--bf16", "false", "--report_to", "none",
     "--save_strategy", "no", "--logging_steps", "1", "--seed", "0", "--activation_checkpointing", "false",
 ]  # fmt: skip
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine OpenMP threads fight for the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

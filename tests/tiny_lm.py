@@ -1,4 +1,5 @@
-"""A tiny random causal LM with its tokenizer, and a tiny prompt-completion corpus, saved for fast tests."""
+"""A tiny random causal LM with its tokenizer, a tiny video encoder config, and a tiny prompt-completion
+corpus, saved for fast tests."""
 
 from __future__ import annotations
 
@@ -8,6 +9,11 @@ import datasets
 import torch
 import transformers
 from tokenizers import Tokenizer, models, pre_tokenizers
+
+# A video encoder small enough for tests: 32x32 frames, a few channels.
+TINY_ENCODER = dict(
+    image_size=32, stem_channels=8, stage_channels=[8, 16, 16, 24], head_channels=32, hidden_size=24
+)
 
 WORDS = (
     "walk",

@@ -4,11 +4,19 @@ Input: ``pixel_values_videos`` float ``[B, C, T, H, W]``, made from uint8 RGB fr
 (``/255``, resized to ``image_size``, then ``(x - mean) / std`` with mean = std = 0.5: values in [-1, 1]).
 Output: ``[B, T // 4, hidden_size]``.
 
+Motion: the stem reads each frame and, in a separate group of channels normalised on their own, its
+difference from the frame before, so that what moved or changed stands out however small it is (a person's
+dot, an object changing colour); the head pools space by mean and by max, so a small local event is not
+averaged away. (With frames and differences mixed in one normalisation, and mean pooling only, the encoder
+learned the step's phase instead of what happened.)
+
 Causality: every temporal convolution pads on the left only, and that padding is its state: the last
-``kernel - stride`` frames of its input (zeros at the start). ``forward`` is ``step`` from ``init_state``, so
-a whole clip and the same clip fed in chunks give the same features, and feature step ``i`` depends only on
-frames ``< 4 (i + 1)``. Normalisation is per frame (GroupNorm over channels and space of each frame),
-squeeze-excite pools space only, so nothing mixes time except the causal convolutions.
+``kernel - stride`` frames of its input (zeros at the start); the stem's state is the last frame it read
+(zeros at the start, so the first difference is the first frame itself). ``forward`` is ``step`` from
+``init_state``, so a whole clip and the same clip fed in chunks give the same features, and feature step
+``i`` depends only on frames ``< 4 (i + 1)``. Normalisation is per frame (GroupNorm over channels and space
+of each frame), squeeze-excite pools space only, so nothing mixes time except the stem's difference and the
+causal convolutions.
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ from e2wm.multimodal.configuration import FRAMES_PER_STEP, VideoEncoderConfig
 IMAGE_MEAN = (0.5, 0.5, 0.5)
 IMAGE_STD = (0.5, 0.5, 0.5)
 
-# One tensor per block: the last input frames its depthwise temporal convolution still needs.
+# The stem's last input frame, then one tensor per block: the last input frames its depthwise temporal
+# convolution still needs.
 EncoderState = list[torch.Tensor]
 
 
@@ -137,7 +146,8 @@ class InvertedResidual(nn.Module):
 
 
 class VideoEncoder(PreTrainedModel):
-    """Stem (per-frame 3x3, stride 2) -> inverted-residual stages -> 1x1x1 head -> spatial mean -> linear."""
+    """Stem (each frame and, as a separate group, its difference from the one before; 3x3, stride 2) ->
+    inverted-residual stages -> 1x1x1 head -> spatial mean and max -> linear."""
 
     config_class = VideoEncoderConfig
     main_input_name = "pixel_values_videos"
@@ -147,11 +157,12 @@ class VideoEncoder(PreTrainedModel):
     def __init__(self, config: VideoEncoderConfig):
         super().__init__(config)
         self.stem = nn.Conv3d(
-            config.num_channels,
+            2 * config.num_channels,
             config.stem_channels,
             kernel_size=(1, 3, 3),
             stride=(1, 2, 2),
             padding=(0, 1, 1),
+            groups=2,
             bias=False,
         )
         self.stem_norm = _norm(config.stem_channels, config.norm_groups)
@@ -175,7 +186,7 @@ class VideoEncoder(PreTrainedModel):
         self.blocks = nn.ModuleList(blocks)
         self.head = Pointwise(c_in, config.head_channels)
         self.head_norm = _norm(config.head_channels, config.norm_groups)
-        self.proj = nn.Linear(config.head_channels, config.hidden_size)
+        self.proj = nn.Linear(2 * config.head_channels, config.hidden_size)
         self.post_init()
 
     @torch.no_grad()
@@ -197,12 +208,15 @@ class VideoEncoder(PreTrainedModel):
     ) -> EncoderState:
         """The state before the first frame: zeros, exactly the left padding a whole-clip forward uses."""
         p = next(self.parameters())
-        h = -(-(height or self.config.image_size) // 2)  # the stem halves the frame (rounding up)
-        w = -(-(width or self.config.image_size) // 2)
-        state = []
+        height, width = height or self.config.image_size, width or self.config.image_size
+        device, dtype = device or p.device, dtype or p.dtype
+        state = [
+            torch.zeros((batch_size, self.config.num_channels, 1, height, width), device=device, dtype=dtype)
+        ]
+        h, w = -(-height // 2), -(-width // 2)  # the stem halves the frame (rounding up)
         for block in self.blocks:
             shape = (batch_size, block.hidden_channels, block.context, h, w)
-            state.append(torch.zeros(shape, device=device or p.device, dtype=dtype or p.dtype))
+            state.append(torch.zeros(shape, device=device, dtype=dtype))
             h, w = -(-h // block.stride_s), -(-w // block.stride_s)
         return state
 
@@ -211,14 +225,16 @@ class VideoEncoder(PreTrainedModel):
     ) -> tuple[torch.Tensor, EncoderState]:
         """The next ``t`` frames (``t`` a multiple of 4) -> features ``[B, t // 4, D]`` and the new state."""
         self._check(pixel_values_videos, state)
-        x = pixel_values_videos.to(self.stem.weight.dtype)
-        x = F.silu(self.stem_norm(self.stem(x)))
-        new_state = []
-        for block, s in zip(self.blocks, state, strict=True):
+        frames = pixel_values_videos.to(self.stem.weight.dtype)
+        before = torch.cat([state[0], frames[:, :, :-1]], dim=2)
+        x = F.silu(self.stem_norm(self.stem(torch.cat([frames, frames - before], dim=1))))
+        new_state = [frames[:, :, -1:]]
+        for block, s in zip(self.blocks, state[1:], strict=True):
             x, s = block(x, s)
             new_state.append(s)
         x = F.silu(self.head_norm(self.head(x)))
-        features = self.proj(x.mean(dim=(3, 4)).transpose(1, 2))
+        pooled = torch.cat([x.mean(dim=(3, 4)), x.amax(dim=(3, 4))], dim=1)
+        features = self.proj(pooled.transpose(1, 2))
         return features, new_state
 
     def forward(self, pixel_values_videos: torch.Tensor) -> torch.Tensor:

@@ -64,19 +64,23 @@ def _decision_ids(config: E2WMVideoConfig) -> list[int]:
 
 
 class E2WMVideoProjector(nn.Module):
-    """Encoder features ``[B, S, D]`` -> LM embeddings ``[B, S * k, H]``: Linear, activation, Linear."""
+    """Encoder features ``[B, S, D]`` -> LM embeddings ``[B, S * k, H]``: LayerNorm, Linear, activation,
+    Linear. The LayerNorm (per feature step, so causal) makes the projection blind to the scale of the
+    encoder's features, so a fresh projector starts near the scale of the LM's own embeddings."""
 
     def __init__(self, config: E2WMVideoConfig):
         super().__init__()
         hidden, bias = config.text_config.hidden_size, config.multimodal_projector_bias
         self.tokens_per_step = config.tokens_per_step
+        self.norm = nn.LayerNorm(config.video_config.hidden_size)
         self.linear_1 = nn.Linear(config.video_config.hidden_size, hidden, bias=bias)
         self.act = ACT2FN[config.projector_hidden_act]
         self.linear_2 = nn.Linear(hidden, hidden * config.tokens_per_step, bias=bias)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         b, s, _ = features.shape
-        return self.linear_2(self.act(self.linear_1(features))).reshape(b, s * self.tokens_per_step, -1)
+        h = self.linear_2(self.act(self.linear_1(self.norm(features))))
+        return h.reshape(b, s * self.tokens_per_step, -1)
 
 
 class E2WMVideoPreTrainedModel(PreTrainedModel):

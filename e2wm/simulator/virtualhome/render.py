@@ -10,8 +10,11 @@ bounding box sits at a fixed spot of its room (a hash of its id) or beside what 
 Timeline: ``lead_in`` frames of the initial state, then ``frames_per_step`` frames per step. In a step
 the acting person moves, for its first ``move_fraction`` of frames, to stand beside what it acts on
 (a room: the room's centre); the step's effect appears on the next frame; the caption is timed at the
-step's last frame: ``time = (lead_in + (k + 1) * frames_per_step - 1) / fps`` for step k. Failed steps
-move nothing and say nothing. Rendering is deterministic.
+step's last frame. Failed steps move nothing and say nothing. After a step, with chance ``pause_rate``,
+the scene stands still for half a step to ``max_pause_steps`` steps (in half steps), so that narration
+keeps no fixed rhythm or phase: when to speak must come from what moves. Without pauses step k's caption is at
+``(lead_in + (k + 1) * frames_per_step - 1) / fps``. Rendering is deterministic (pauses are seeded by the
+episode id).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import random
 import re
 import zlib
 from collections.abc import Mapping, Sequence
@@ -159,7 +163,11 @@ class RenderConfig:
     fps: int = 16
     frames_per_step: int = 8
     lead_in: int = 8  # frames of the initial state before the first step
-    move_fraction: float = 0.5  # share of a step's frames the acting person spends moving
+    # Share of a step's frames the acting person spends moving: 5 of 8, so the arrival and the effect fall in
+    # the step's second 4-frame half, the feature step its caption is at, and show there.
+    move_fraction: float = 0.625
+    pause_rate: float = 0.3  # chance of a still stretch after a step
+    max_pause_steps: int = 2  # its length: half a step to this many steps' frames, in half steps
     background: RGB = (16, 16, 20)
     wall: RGB = (60, 60, 70)
     room_colours: tuple[RGB, ...] = (
@@ -184,6 +192,11 @@ class RenderConfig:
             raise E2WMError("fps must be >= 1, frames_per_step >= 2 and lead_in >= 0")
         if not 0 < self.move_fraction <= 1:
             raise E2WMError(f"move_fraction must be in (0, 1], got {self.move_fraction}")
+        if not 0 <= self.pause_rate <= 1 or self.max_pause_steps < 1:
+            raise E2WMError(
+                f"pause_rate must be in [0, 1] and max_pause_steps >= 1, got {self.pause_rate} "
+                f"and {self.max_pause_steps}"
+            )
         if not self.room_colours or not self.person_colours:
             raise E2WMError("room_colours and person_colours need at least one colour each")
 
@@ -496,7 +509,15 @@ def render_episode(
     plan = _Plan(sim, config)
     keys = _keyframes(episode, plan, objects, moments)
     steps = episode["steps"]
-    total = config.lead_in + len(steps) * config.frames_per_step
+    rng = random.Random(zlib.crc32(str(episode["episode_id"]).encode()))
+    half = config.frames_per_step // 2  # pauses come in half steps, so events keep no fixed phase either
+    pauses = [  # none after the last step
+        rng.randint(1, 2 * config.max_pause_steps) * half
+        if k < len(steps) - 1 and rng.random() < config.pause_rate
+        else 0
+        for k in range(len(steps))
+    ]
+    total = config.lead_in + len(steps) * config.frames_per_step + sum(pauses)
     if total == 0:
         raise E2WMError(f"episode {episode['episode_id']}: no steps and no lead-in: nothing to render")
     frames = np.empty((total, config.size, config.size, 3), np.uint8)
@@ -504,8 +525,8 @@ def render_episode(
     moving = min(config.frames_per_step - 1, max(1, round(config.move_fraction * config.frames_per_step)))
     several = len(sim.state.char_ids) > 1
     captions = []
-    for k, step in enumerate(steps):
-        start = config.lead_in + k * config.frames_per_step
+    start = config.lead_in
+    for k, (step, pause) in enumerate(zip(steps, pauses, strict=True)):
         actor = step["actor"]
         (x0, y0), (x1, y1) = keys.people[k][actor], keys.people[k + 1][actor]
         for i in range(config.frames_per_step):
@@ -515,12 +536,14 @@ def render_episode(
             after = i >= moving
             m = k + 1 if after else k
             frames[start + i] = _draw(plan, objects, moments[m], keys.resting[m], people)
+        end = start + config.frames_per_step - 1
         if step["success"]:
             slots = caption_slots(
                 step["verb"], step["object_names"], f"person {actor + 1}" if several else None
             )
-            end = start + config.frames_per_step - 1
             captions.append(Caption(end / config.fps, caption_text(slots), slots))
+        frames[end + 1 : end + 1 + pause] = frames[end]
+        start = end + 1 + pause
     return Clip(episode["episode_id"], frames, float(config.fps), captions)
 
 
