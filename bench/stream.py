@@ -1,7 +1,7 @@
 """Streaming narration speed: the steppable encoder vs recomputing its receptive field; end-to-end frames/s.
 
 (a) Per-step latency of ``VideoEncoder.step`` (4 new frames, the causal convolutions' state carried) vs a
-stateless encoder that, at every step, re-encodes the last frames its receptive field spans (29 frames for the
+stateless encoder that, at every step, re-encodes the last frames its receptive field spans (30 frames for the
 default config, so 32: 8 steps) and keeps the last feature. Both give the same features (checked). Batch 1,
 64x64 frames, the default small encoder (``VideoEncoderConfig()``), random weights.
 
@@ -9,10 +9,11 @@ default config, so 32: 8 steps) and keeps the last feature. Both give the same f
 utterances decoded greedily) fed 4 frames at a time, as a ratio to the 16 fps input: above 1x keeps up with
 real time. The model is ``--model`` (default: the demo's stage-3 output, ``outputs/video/stage3-lora``, when
 it exists); without one, an untrained narrator with SmolLM2-135M, which speaks at every step (8 tokens at
-most), twice as often as the renders' captions: a pessimistic case. Frames: held-out rendered rollouts
-(``outputs/demo/rollouts``, split test_seen) when they exist, else a synthetic moving square.
+most), about three times as often as the renders' captions: a pessimistic case. Frames: held-out rendered
+rollouts (``outputs/demo/rollouts``, split test_seen) when they exist, else a synthetic moving square.
 
-Measured on 2 shared CPU cores (``--quick``): see the report of the run that added this file.
+Measured on 2 CPU cores (``--quick``, the demo's stage-3 model): 6.22 ms per encoder step, 11.9x
+recomputing 32 frames; 16.3 frames/s end to end, 1.02x real time (the untrained narrator: 8.8 frames/s).
 
     python bench/stream.py [--quick] [--model DIR]
 """
