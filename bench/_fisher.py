@@ -37,13 +37,13 @@ BATCH_SIZE = 8
 MAX_LENGTH = 128
 
 
-def make_tokenizer(texts: list[str]) -> transformers.PreTrainedTokenizerFast:
+def make_tokenizer(texts: list[str], vocab_size: int = 8192) -> transformers.PreTrainedTokenizerFast:
     """Byte-level BPE trained on the texts (offline), BOS prepended."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=8192,
+        vocab_size=vocab_size,
         special_tokens=["<|endoftext|>", "<|im_start|>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,

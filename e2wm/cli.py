@@ -127,6 +127,7 @@ def build(args: argparse.Namespace) -> None:
         tasks=tuple(args.tasks),
         seed=args.seed,
         shots=args.shots,
+        train_kshot_share=args.train_kshot_share,
         weights=dict(args.weights),
         jsonl=args.jsonl,
         overwrite=args.overwrite,
@@ -234,7 +235,7 @@ def fisher(args: argparse.Namespace) -> None:
 
 def evaluate(args: argparse.Namespace) -> None:
     """Evaluate a model (and its fine-tuned adapter against it) on a corpus's test splits and general text."""
-    from e2wm.eval.report import results_table
+    from e2wm.eval.report import results_table, transfer_table
     from e2wm.eval.suite import EvalConfig
     from e2wm.eval.suite import evaluate as run_eval
 
@@ -248,13 +249,20 @@ def evaluate(args: argparse.Namespace) -> None:
         limit=args.limit or None,
         seed=args.seed,
         kshot=args.kshot,
+        transfer_kshot=not args.no_transfer_kshot,
         normalization=dict(args.normalization),
+        mc_form=dict(args.mc_form),
         out=args.out,
         base=not args.no_base,
         backend=args.backend,
     )
     results = run_eval(config, progress=not args.quiet)
     print(results_table(results))
+    if results["transfer"]:
+        print(
+            "\nTransfer to held-out wordings (relative gain: (fine-tuned - base) / max(base, chance, 0.05)):"
+        )
+        print(transfer_table(results))
     print(f"\nresults.json, results.md and charts in {config.out}")
 
 
@@ -291,7 +299,7 @@ def push(args: argparse.Namespace) -> None:
 def _normalization(text: str) -> tuple[str, str]:
     task, sep, norm = text.partition("=")
     if not sep:
-        raise argparse.ArgumentTypeError(f"expected TASK=NORMALIZATION, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected TASK=VALUE, got {text!r}")
     return task, norm
 
 
@@ -371,6 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of narration, sampling and distractors")
     p.add_argument("--shots", type=int, default=3, help="in-context train examples in prompt_kshot")
     p.add_argument(
+        "--train-kshot-share",
+        type=float,
+        default=0.2,
+        help="share of short-prompt train examples prompted with prompt_kshot",
+    )
+    p.add_argument(
         "--weights",
         nargs="*",
         type=_weight,
@@ -432,14 +446,26 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TASK=NORM",
         help="multiple-choice scoring per task: sum, mean or unconditional",
     )
+    p.add_argument(
+        "--mc-form",
+        nargs="*",
+        type=_normalization,
+        default=[],
+        metavar="TASK=FORM",
+        help="multiple-choice form per task: cloze (no option list), listed or lettered",
+    )
     p.add_argument("--kshot", action="store_true", help="prompt with solved train examples first")
+    p.add_argument(
+        "--no-transfer-kshot", action="store_true", help="score the transfer splits zero-shot only"
+    )
     p.add_argument("--no-base", action="store_true", help="with --adapter: skip the base model")
     p.add_argument("--tasks", nargs="+", default=None, metavar="TASK", help="evaluate these tasks only")
     p.add_argument(
         "--splits",
         nargs="+",
-        default=["test_seen", "test_unseen"],
-        help="test splits: test_seen, test_unseen",
+        default=["test_seen", "test_unseen", "test_seen_transfer", "test_unseen_transfer"],
+        help="test splits: test_seen, test_unseen (train wordings), test_seen_transfer, test_unseen_transfer "
+        "(held-out wordings)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the per-task sample")
     p.add_argument("--quiet", action="store_true", help="no progress lines")

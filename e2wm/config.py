@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 
 from trl import ModelConfig, SFTConfig, TrlParser
 
+from e2wm.corpus.tasks import TASKS
 from e2wm.errors import E2WMError
+from e2wm.general_text import SOURCES
 
 
 @dataclass
@@ -44,6 +46,32 @@ class ScriptArguments:
     eval_limit: int | None = field(
         default=None, metadata={"help": "eval_suite: examples per task per test split (none: all)"}
     )
+    replay_fraction: float = field(
+        default=0.0,
+        metadata={
+            "help": "share of training examples that are general prose from e2wm.general_text part "
+            '"fisher" (never the retention part), mixed into the train split: n_replay = '
+            "round(fraction / (1 - fraction) * n_train), cycling passages if needed; 0: none"
+        },
+    )
+    replay_source: str = field(
+        default="pydoc", metadata={"help": "replay_fraction: general-text source, pydoc or news"}
+    )
+
+    def __post_init__(self) -> None:
+        self.check_replay()
+        unknown = sorted(set(self.tasks or ()) - set(TASKS)) + sorted(set(self.weights()) - set(TASKS))
+        if unknown:
+            raise E2WMError(f"unknown task(s) {', '.join(unknown)}: choose from {', '.join(TASKS)}")
+
+    def check_replay(self) -> None:
+        """``replay_fraction`` in [0, 1) and ``replay_source`` a known general-text source."""
+        if not 0.0 <= self.replay_fraction < 1.0:
+            raise E2WMError(f"replay_fraction must be in [0, 1), got {self.replay_fraction}")
+        if self.replay_source not in SOURCES:
+            raise E2WMError(
+                f"unknown replay_source {self.replay_source!r}: expected one of {', '.join(SOURCES)}"
+            )
 
     def weights(self) -> dict[str, float]:
         """``task_weights`` as a mapping, whether the recipe gave a mapping or the command line JSON."""

@@ -162,10 +162,10 @@ def _eval_results(results: dict | None, dataset_repo_id: str | None) -> list[Eva
         EvalResult(
             **task,
             dataset_type=RETENTION_ID,
-            dataset_name="general English prose (held out)",
+            dataset_name=f"general English prose, {row.get('source', 'pydoc')} (held out)",
             metric_type="perplexity",
             metric_value=float(row["perplexity"]),
-            metric_name="retention perplexity",
+            metric_name=f"retention perplexity ({row.get('source', 'pydoc')})",
         )
         for row in results.get("retention") or []
         if row["variant"] == "fine-tuned" and row.get("perplexity") is not None
@@ -275,7 +275,10 @@ def _results(results: dict | None) -> str:
     text = (
         "## Results\n\nOn the held-out test splits (`test_seen`: activities seen in training; `test_unseen`: "
     )
-    text += "held-out activities):\n\n" + "\n".join(lines)
+    text += (
+        "held-out activities; `*_transfer`: the same episodes asked in wordings and layouts never trained on, "
+        "`*_transfer_kshot` with solved examples in that layout first):\n\n" + "\n".join(lines)
+    )
     by_length = results.get("by_length") or []
     if by_length:
         text += "\n\nTracking tasks by how many episode steps the question covers:\n\n"
@@ -289,9 +292,10 @@ def _results(results: dict | None) -> str:
     retention = results.get("retention") or []
     if retention:
         text += "\n\nRetention: perplexity on held-out general English prose (lower is better):\n\n"
-        text += "| variant | perplexity | tokens | change vs base |\n|---|---|---|---|\n"
+        text += "| variant | text | perplexity | tokens | change vs base |\n|---|---|---|---|---|\n"
         text += "\n".join(
-            f"| {r['variant']} | {_number(r.get('perplexity'), '.2f')} | {r.get('tokens', '-')} | "
+            f"| {r['variant']} | {r.get('source', 'pydoc')} | {_number(r.get('perplexity'), '.2f')} | "
+            f"{r.get('tokens', '-')} | "
             f"{_number(r.get('relative_change'), '+.1%') if r['variant'] != 'base' else '-'} |"
             for r in retention
         )

@@ -12,6 +12,7 @@ checkpoints resumes from the last one. The adapter (or model) and tokenizer are 
 from __future__ import annotations
 
 import logging
+import random
 import sys
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,35 @@ def load_corpus(script: ScriptArguments, split: str) -> datasets.Dataset:
     if len(ds) == 0:
         raise E2WMError(f"corpus {script.dataset}: no examples left in split {split}")
     return ds.select_columns(list(COLUMNS))
+
+
+def mix_replay(script: ScriptArguments, ds: datasets.Dataset, seed: int) -> datasets.Dataset:
+    """The train split with ``replay_fraction`` of general prose mixed in, shuffled with ``seed``.
+
+    round(f / (1 - f) * n) passages of ``e2wm.general_text`` part "fisher" (never "retention", which the
+    eval holds out) of ``replay_source``, taken in a seeded order and cycled if more are needed, each an
+    example ``{"prompt": "", "completion": passage, "weight": 1.0}``. With ``completion_only_loss`` TRL
+    masks the tokens of the tokenized prompt, which for "" is no token (or the tokenizer's BOS, if it adds
+    one): the loss covers the whole passage. ``replay_fraction`` 0 returns ``ds`` unchanged.
+    """
+    script.check_replay()
+    if script.replay_fraction == 0:
+        return ds
+    count = round(script.replay_fraction / (1 - script.replay_fraction) * len(ds))
+    if count == 0:
+        return ds
+    texts = general_text.passages("fisher", script.replay_source)
+    order = list(range(len(texts)))
+    random.Random(seed).shuffle(order)
+    replay = datasets.Dataset.from_dict(
+        {
+            "prompt": [""] * count,
+            "completion": [texts[order[i % len(order)]] for i in range(count)],
+            "weight": [1.0] * count,
+        },
+        features=ds.features,
+    )
+    return datasets.concatenate_datasets([ds, replay]).shuffle(seed=seed).flatten_indices()
 
 
 def fisher_for(
@@ -163,6 +193,7 @@ def train(
     """Train as configured; returns the trainer (its model holds the trained adapter)."""
     evaluation = eval_config(script, training, model_args)  # a bad eval_suite fails before training
     train_ds = load_corpus(script, script.train_split)  # bad data fails before any model is loaded
+    train_ds = mix_replay(script, train_ds, training.seed)
     eval_ds = load_corpus(script, script.eval_split) if script.eval_split else None
     model_path = resolve_model(model_args.model_name_or_path or DEFAULT_MODEL)
     remote = training.trust_remote_code  # off unless the recipe asks for it

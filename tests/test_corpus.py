@@ -10,9 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from e2wm.collect import SCHEMA, CollectConfig, collect, shard_files
-from e2wm.corpus.build import BuildConfig, build
+from e2wm.corpus.build import CORPUS_SPLITS, TRANSFER_SPLITS, BuildConfig, build
 from e2wm.corpus.example import join_names
-from e2wm.corpus.tasks import TASKS
+from e2wm.corpus.tasks import TASKS, TRACKING_TASKS
+from e2wm.corpus.tasks.counting import count_answer
+from e2wm.corpus.wording import LAYOUTS, QUESTIONS
 from e2wm.errors import E2WMError
 from e2wm.simulator.protocol import Action
 from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator, humanize
@@ -71,6 +73,10 @@ def _answer(example):
     return answer
 
 
+def _wording(example):
+    return json.loads(example["meta"])["wording"]
+
+
 def _people(episode):
     """Character ids of an episode's people, from its start (no step executed)."""
     sim = VirtualHomeSimulator(program_by_id(episode["graph_id"]).graphs()[0])
@@ -112,10 +118,10 @@ def _labels(episode):
 def test_every_task_has_examples_in_the_expected_format(corpus):
     tasks = set().union(*(set(split["task"]) for split in corpus.values()))
     assert tasks == set(TASKS)
-    assert set(corpus) == {"train", "validation", "test_seen", "test_unseen"}
+    assert set(corpus) == set(CORPUS_SPLITS)
     for split, ds in corpus.items():
         groups = set(ds["split_group"])
-        assert groups == ({"unseen"} if split == "test_unseen" else {"seen"})
+        assert groups == ({"unseen"} if split.startswith("test_unseen") else {"seen"})
     assert {w for e in corpus["train"] for w in [e["weight"]] if e["task"] == "counting"} == {0.5}
     assert {e["weight"] for e in corpus["train"] if e["task"] != "counting"} == {1.0}
 
@@ -126,7 +132,10 @@ def test_plan_and_activity_answers_come_from_the_episode(corpus, episodes):
             episode = episodes[e["episode_id"]]
             answer = _answer(e)
             if task == "plan_generation":
-                assert answer == " ".join(s["action_text"] for s in episode["steps"])
+                steps = [s["action_text"] for s in episode["steps"]]
+                if _wording(e)["answer_form"] == "numbered":
+                    steps = [f"{i}. {step}" for i, step in enumerate(steps, 1)]
+                assert answer == " ".join(steps)
                 assert f"Activity: {episode['activity']}." in e["prompt"]
             else:
                 assert answer == episode["activity"]
@@ -165,7 +174,7 @@ def test_counting_answers_recomputed_from_recorded_edges(corpus, episodes):
                 )(key)
         there = sorted(i for i in moved if (meta["relation"], meta["place"]) in support.get(i, set()))
         names = _labels(episode)
-        expected = f"{len(there)}: " + (", ".join(sorted(names[i] for i in there)) if there else "none")
+        expected = count_answer(sorted(names[i] for i in there), _wording(e)["answer_form"])
         assert _answer(e) == expected, e["episode_id"]
 
 
@@ -234,10 +243,10 @@ def test_state_tracking_answers_recomputed_by_re_executing_the_prefix(corpus, ep
                 )
                 assert answer == "yes" if result.success else answer.startswith("no, ")
                 if not result.success:
-                    person, thing = re.search(r"Can (\w+) pick up the (.+?) now\?", e["prompt"]).groups()
-                    words = {sim.state.char_ids[meta["person"]]: person, meta["object"]: f"the {thing}"}
+                    thing = _labels(episode)[meta["object"]]
+                    assert meta["name"] in e["prompt"] and f"the {thing}" in e["prompt"]
+                    words = {sim.state.char_ids[meta["person"]]: meta["name"], meta["object"]: f"the {thing}"}
                     assert answer == "no, " + humanize(result.failure, words)
-                    assert thing == _labels(episode)[meta["object"]]
             checked[task] += 1
     assert min(checked.values()) > 0
 
@@ -260,7 +269,8 @@ def test_no_test_prompt_or_plan_reaches_train(corpus):
 
 
 def test_kshot_prompts_draw_demonstrations_from_train_only(corpus):
-    train_solved = {e["prompt"] + e["completion"] for e in corpus["train"]}
+    # a train example prompted few-shot keeps its own prompt after the last demonstration
+    train_solved = {e["prompt_kshot"].split("\n\n")[-1] + e["completion"] for e in corpus["train"]}
     for split in ("test_unseen", "validation"):
         for e in corpus[split].select(range(min(40, len(corpus[split])))):
             assert e["prompt_kshot"].endswith(e["prompt"])
@@ -330,3 +340,56 @@ def test_stale_rollouts_are_detected(rollouts, tmp_path):
     pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), broken / shard.name)
     with pytest.raises(E2WMError, match="stale or corrupt"):
         build(BuildConfig(rollouts=str(broken), out=str(tmp_path / "out")), progress=False)
+
+
+def test_count_answer_forms():
+    assert count_answer(["cup", "mug"], "digits-items") == "2: cup, mug"
+    assert count_answer(["cup", "mug"], "words-items") == "two: cup, mug"
+    assert count_answer([], "words-items") == "zero: none"
+    assert count_answer(["cup"] * 3, "digits") == "3" and count_answer(["cup"] * 3, "words") == "three"
+
+
+def test_transfer_splits_ask_the_test_episodes_in_held_out_wordings_only(corpus):
+    train_layouts = {layout.name for layout in LAYOUTS["train"]}
+    held_out_layouts = {layout.name for layout in LAYOUTS["held_out"]}
+    for split in CORPUS_SPLITS:
+        family = "held_out" if split in TRANSFER_SPLITS else "train"
+        layouts = held_out_layouts if family == "held_out" else train_layouts
+        for e in corpus[split]:
+            wording = _wording(e)
+            assert wording["family"] == family and wording["layout"] in layouts, (split, wording)
+    for split in TRANSFER_SPLITS:
+        source = corpus[split.removesuffix("_transfer")]
+        # the same episodes and tasks as the in-template test split, so the same facts are asked
+        assert sorted(zip(source["episode_id"], source["task"], strict=True)) == sorted(
+            zip(corpus[split]["episode_id"], corpus[split]["task"], strict=True)
+        )
+    trained = "\n".join(corpus["train"]["prompt"])
+    for task, families in QUESTIONS.items():
+        for question in families["held_out"]:
+            pattern = re.sub(r"\\\{\w+\\\}", ".+?", re.escape(question))
+            assert not re.search(pattern, trained), (task, question)
+        assert any(re.search(re.sub(r"\\\{\w+\\\}", ".+?", re.escape(q)), trained) for q in families["train"])
+
+
+def test_transfer_kshot_demonstrations_are_held_out_wordings_of_train_episodes(corpus):
+    test_prompts = {e["prompt"] for s in ("test_seen", "test_unseen", *TRANSFER_SPLITS) for e in corpus[s]}
+    trained = {e["prompt"] for e in corpus["train"]}
+    answer_labels = {layout.name: layout.answer for layout in LAYOUTS["held_out"]}
+    for split in TRANSFER_SPLITS:
+        for e in corpus[split].select(range(min(60, len(corpus[split])))):
+            assert e["prompt_kshot"].endswith(e["prompt"]) and e["prompt_kshot"] != e["prompt"]
+            demos = e["prompt_kshot"][: -len(e["prompt"])].split("\n\n")[:-1]
+            assert 0 < len(demos) <= 3
+            for demo in demos:
+                prompt = demo[: demo.rindex(answer_labels[_wording(e)["layout"]]) + 1]
+                assert prompt not in test_prompts and prompt not in trained
+
+
+def test_a_share_of_short_prompt_train_examples_is_prompted_few_shot(corpus):
+    kshot = Counter()
+    for e in corpus["train"]:
+        kshot[e["task"] in TRACKING_TASKS, e["prompt"] == e["prompt_kshot"]] += 1
+    assert kshot[True, False] > 0 and kshot[True, True] == 0
+    share = kshot[False, True] / (kshot[False, True] + kshot[False, False])
+    assert 0.1 < share < 0.3  # the default share is 0.2

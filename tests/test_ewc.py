@@ -1,6 +1,7 @@
 """EWC: chunked and factored penalties against brute force, gradients, and the regularizer on tiny models."""
 
 import contextlib
+import copy
 import sys
 import types
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 from peft.tuners.lora import LoraLayer
+from tolerances import assert_float32_close
 from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -26,6 +28,18 @@ def _lora_inputs(out: int, inp: int, r: int, dtype=torch.float32, seed: int = 0)
     return a, b, torch.rand(out, inp, generator=g, dtype=dtype)
 
 
+def _exact(formula, *inputs):
+    """formula(*inputs) and its gradients w.r.t. the inputs in float64: at the inputs (the exact values),
+    and at their absolute values (for a sum of products of the inputs, the sum of |terms| of the value
+    and of each gradient element: the scale of their float32 rounding errors, see tolerances.py)."""
+    results = []
+    for xs in (inputs, [x.abs() for x in inputs]):
+        xs = [x.detach().double().requires_grad_() for x in xs]
+        value = formula(*xs)
+        results.append((value.detach(), torch.autograd.grad(value, xs)))
+    return results
+
+
 @pytest.mark.parametrize(
     ("out", "inp", "r", "chunk"), [(10, 7, 2, 3), (64, 32, 4, 256), (33, 16, 8, 8), (5, 9, 1, 1)]
 )
@@ -33,12 +47,14 @@ def test_lora_penalty_matches_brute_force_and_its_gradient(out, inp, r, chunk):
     a, b, f = _lora_inputs(out, inp, r)
     got = lora_penalty(a, b, 1.7, f, chunk_rows=chunk)
     ga, gb = torch.autograd.grad(got, (a, b))
-    want = (f * (1.7 * b @ a) ** 2).sum()
-    wa, wb = torch.autograd.grad(want, (a, b))
+    f64 = f.double()
+    (want, (wa, wb)), (scale, (sa, sb)) = _exact(lambda a, b: (f64 * (1.7 * b @ a) ** 2).sum(), a, b)
     assert got.dtype == torch.float32
-    torch.testing.assert_close(got, want)
-    torch.testing.assert_close(ga, wa)
-    torch.testing.assert_close(gb, wb)
+    # r-term dot products, squared, times F, out * inp terms summed, times the rounded scale**2.
+    assert_float32_close(got, want, out * inp + r + 4, scale)
+    # 2 scale**2 B^T (F * B A) and (F * B A) A^T: r-term dot products, a few products, out (in) terms summed.
+    assert_float32_close(ga, wa, r + out + 6, sa)
+    assert_float32_close(gb, wb, r + inp + 6, sb)
 
 
 class _LargestAllocation(TorchDispatchMode):
@@ -73,7 +89,9 @@ def test_penalties_compute_in_fp32_under_bf16_autocast():
         got = lora_penalty(a16, b16, 0.5, f, chunk_rows=5)
     got.backward()
     assert got.dtype == torch.float32 and a16.grad.dtype == torch.bfloat16
-    torch.testing.assert_close(got, (f * (0.5 * b16.float() @ a16.float()) ** 2).sum())
+    f64 = f.double()
+    ((want, _), (scale, _)) = _exact(lambda a, b: (f64 * (0.5 * b @ a) ** 2).sum(), a16, b16)
+    assert_float32_close(got, want, 24 * 16 + 4 + 4, scale)  # as above: out * inp + r + 4 roundings
 
 
 def _factored(out: int, inp: int, r: int, k: int, dtype=torch.float32, seed: int = 1):
@@ -86,10 +104,15 @@ def _factored(out: int, inp: int, r: int, k: int, dtype=torch.float32, seed: int
 def test_factored_lora_penalty_matches_brute_force(out, inp, r, k):
     a, b, u, v = _factored(out, inp, r, k)
     got = factored_lora_penalty(a, b, 0.8, u, v)
-    want = ((u @ v.T) * (0.8 * b @ a) ** 2).sum()
-    torch.testing.assert_close(got, want)
-    for x, y in zip(torch.autograd.grad(got, (a, b)), torch.autograd.grad(want, (a, b)), strict=True):
-        torch.testing.assert_close(x, y)
+    grads = torch.autograd.grad(got, (a, b))
+    fisher = u.double() @ v.double().T
+    (want, want_grads), (scale, scales) = _exact(lambda a, b: (fisher * (0.8 * b @ a) ** 2).sum(), a, b)
+    # The same products u_ok v_ik b_or b_os a_ri a_si as brute force, summed another way: over out (in)
+    # for B^T diag(u_k) B (A diag(v_k) A^T), their k * r * r products summed, times the rounded scale**2.
+    assert_float32_close(got, want, out + inp + k * r * r + 6, scale)
+    # Gradients: one side's out- (in-)term sum as above, 2 * k * r terms with the other side summed.
+    for x, y, s in zip(grads, want_grads, scales, strict=True):
+        assert_float32_close(x, y, out + inp + 2 * k * r + 8, s)
 
 
 def test_full_penalty_matches_brute_force():
@@ -98,9 +121,12 @@ def test_full_penalty_matches_brute_force():
         w = torch.randn(shape, generator=g, requires_grad=True)
         w0, f = torch.randn(shape, generator=g), torch.rand(shape, generator=g)
         got = full_penalty(w, w0, f, chunk_rows=8)
-        torch.testing.assert_close(got, (f * (w - w0) ** 2).sum())
+        # W - W0 of float32 inputs rounds relative to itself and every term is >= 0: the value is the scale.
+        want = (f.double() * (w.double() - w0.double()) ** 2).sum()
+        assert_float32_close(got, want, w.numel() + 2, want)
         (grad,) = torch.autograd.grad(got, w)
-        torch.testing.assert_close(grad, 2 * f * (w - w0))
+        want_grad = 2 * f.double() * (w.double() - w0.double())
+        assert_float32_close(grad, want_grad, 3, want_grad.abs())
 
 
 def test_gradcheck_in_float64():
@@ -167,6 +193,33 @@ def _lora_params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for n, p in model.named_parameters() if "lora_" in n]
 
 
+def _brute_force(model: torch.nn.Module, fisher: dict[str, torch.Tensor], lam: float, absolute: bool = False):
+    """lam * sum F * dW**2 over the LoRA layers, dW from PEFT's get_delta_weight, and its gradients w.r.t.
+    _lora_params, in float64 on a copy of the model; with |A| and |B| if ``absolute`` (F >= 0): the sums of
+    |terms| that scale the float32 rounding errors (tolerances.py)."""
+    model64 = copy.deepcopy(model).double()
+    params = _lora_params(model64)
+    if absolute:
+        with torch.no_grad():
+            for p in params:
+                p.abs_()
+    layers = _lora_layers(model64)
+    value = lam * sum(
+        (fisher[k].double() * m.get_delta_weight("default") ** 2).sum() for k, m in layers.items()
+    )
+    return value.detach(), torch.autograd.grad(value, params)
+
+
+def _roundings(model: torch.nn.Module) -> tuple[int, int]:
+    """Most roundings any term of the EWC LoRA penalty and of its gradients goes through (tolerances.py): all
+    out * in terms of every layer summed (or fewer), after r-term dot products and a few products and
+    rounded constants; gradient elements sum out or in terms after the dot products."""
+    layers = _lora_layers(model).values()
+    shapes = [(*m.get_base_layer().weight.shape, m.r["default"]) for m in layers]
+    value = sum(out * inp for out, inp, _ in shapes) + max(r for *_, r in shapes) + 2 * len(shapes) + 8
+    return value, max(out + inp + r for out, inp, r in shapes) + 8
+
+
 @pytest.mark.parametrize("use_rslora", [False, True])
 def test_ewc_lora_equals_brute_force_with_diagonal_fisher(use_rslora):
     model, fisher = _lora_model(use_rslora)
@@ -174,9 +227,10 @@ def test_ewc_lora_equals_brute_force_with_diagonal_fisher(use_rslora):
     assert len(layers) == 4
     ewc = EWC(model, fisher, lam=0.3, chunk_rows=5)
     got = ewc.penalty()
-    want = 0.3 * sum((fisher[k] * m.get_delta_weight("default") ** 2).sum() for k, m in layers.items())
+    want, _ = _brute_force(model, fisher, 0.3)
+    scale, _ = _brute_force(model, fisher, 0.3, absolute=True)
     assert ewc.mode == "lora" and got.dtype == torch.float32 and got.shape == ()
-    torch.testing.assert_close(got, want)
+    assert_float32_close(got, want, _roundings(model)[0], scale)
     got.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in _lora_params(model))
 
@@ -190,8 +244,12 @@ def test_ewc_lora_with_factored_fisher():
         u, v = torch.rand(out, 3, generator=g), torch.rand(inp, 3, generator=g)
         fisher[key + ".fisher_u"], fisher[key + ".fisher_v"], dense[key] = u, v, u @ v.T
     got = EWC(model, fisher, lam=2.0).penalty()
-    want = 2.0 * sum((dense[k] * m.get_delta_weight("default") ** 2).sum() for k, m in layers.items())
-    torch.testing.assert_close(got, want)
+    want, _ = _brute_force(model, dense, 2.0)
+    scale, _ = _brute_force(model, dense, 2.0, absolute=True)
+    # Factored: per layer, out- and in-term sums, 3 * r * r of their products summed (test above).
+    r = 4
+    roundings = sum(sum(m.get_base_layer().weight.shape) + 3 * r * r + 6 for m in layers.values()) + 8
+    assert_float32_close(got, want, roundings, scale)
 
 
 def test_ewc_lambda_zero_is_exactly_zero_without_a_graph():
@@ -228,15 +286,17 @@ def test_ewc_full_fine_tuning_equals_brute_force_and_gradient_flows():
         for p in model.parameters():
             p.add_(0.01 * torch.randn(p.shape, generator=g))
     got = ewc.penalty()
-    want = 0.7 * sum(
-        (fisher[n] * (p - base[n]) ** 2).sum() for n, p in model.named_parameters() if n in fisher
-    )
-    torch.testing.assert_close(got, want)
+    deltas = {n: p.detach().double() - base[n].double() for n, p in model.named_parameters() if n in fisher}
+    want = 0.7 * sum((fisher[n].double() * d**2).sum() for n, d in deltas.items())
+    # W - W0 of float32 numbers rounds relative to itself and every term is >= 0: the value is the scale.
+    # Every term: a difference, a square, a product, all terms summed, lam rounded and multiplied.
+    assert_float32_close(got, want, sum(d.numel() for d in deltas.values()) + 6, want)
     got.backward()
     params = dict(model.named_parameters())
     for n, p in params.items():
         if n in fisher:
-            torch.testing.assert_close(p.grad, 2 * 0.7 * fisher[n] * (p.detach() - base[n]))
+            want_grad = 2 * 0.7 * fisher[n].double() * deltas[n]
+            assert_float32_close(p.grad, want_grad, 4, want_grad.abs(), msg=n)  # W - W0, F, 2 lam, lam
     assert params["model.norm.weight"].grad is None
 
 
@@ -265,7 +325,10 @@ def test_ewc_gathers_zero3_partitioned_lora_weights_one_layer_at_a_time(monkeypa
         p.ds_id = i
     got = EWC(model, fisher, lam=0.5).penalty()
     got.backward()
-    torch.testing.assert_close(got, expected)
-    for p, want in zip(_lora_params(model), expected_grads, strict=True):
-        torch.testing.assert_close(p.grad, want)
+    # Both float32 results are within their rounding bound of the exact one, so within twice it of each other.
+    scale, scales = _brute_force(model, fisher, 0.5, absolute=True)
+    roundings, grad_roundings = _roundings(model)
+    assert_float32_close(got, expected, 2 * roundings, scale)
+    for p, want, s in zip(_lora_params(model), expected_grads, scales, strict=True):
+        assert_float32_close(p.grad, want, 2 * grad_roundings, s)
     assert len(gathers) == 4 and all(len(ps) == 2 for ps in gathers)

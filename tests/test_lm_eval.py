@@ -11,6 +11,7 @@ import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from tiny_lm import save_tiny_choice_corpus, save_tiny_lm
+from tolerances import float32_tolerance, llama_roundings
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import e2wm
@@ -53,6 +54,21 @@ def _mc_examples(corpus: Path, split: str) -> list[dict]:
 
 def _loglikelihoods(samples: list[dict]) -> list[list[float]]:
     return [[float(ll) for ll, _ in s["filtered_resps"]] for s in samples]
+
+
+def _tolerances(model, scores: list[float], lora_rank: int = 0) -> list[float]:
+    """How far two float32 computations of each sum of token log-probabilities may be apart: each within
+    its rounding bound (tolerances.py) of the exact sum, the model on any sequence it takes plus a sum over
+    a few tokens; every term is <= 0, so |sum| is the sum of |terms|."""
+    config = model.config
+    roundings = llama_roundings(config, config.max_position_embeddings, lora_rank) + 8
+    return [2 * float32_tolerance(roundings, abs(s)) for s in scores]
+
+
+def _within(got: list[float], want: list[float], tolerances: list[float]) -> bool:
+    return len(got) == len(want) and all(
+        abs(g - w) <= t for g, w, t in zip(got, want, tolerances, strict=True)
+    )
 
 
 @pytest.fixture
@@ -107,7 +123,7 @@ def test_rows_match_our_sum_scorer_item_by_item(tiny, network_attempts):
                     model, tokenizer, doc["prompt"], [" " + c for c in doc["choices"]]
                 )
             ]
-            assert lls == pytest.approx(mine, abs=1e-4)
+            assert _within(lls, mine, _tolerances(model, mine)), (lls, mine)
             guess = max(range(len(mine)), key=mine.__getitem__)
             assert sample["acc"] == float(guess == doc["label"])
     assert not network_attempts
@@ -133,8 +149,8 @@ def test_adapter_is_applied_and_rows_are_fine_tuned(tiny, network_attempts):
         conts = [" " + c for c in sample["doc"]["choices"]]
         with_adapter = [s for s, _ in choice_logprobs(model, tokenizer, sample["doc"]["prompt"], conts)]
         without = [s for s, _ in choice_logprobs(base, tokenizer, sample["doc"]["prompt"], conts)]
-        assert lls == pytest.approx(with_adapter, abs=1e-4)
-        assert lls != pytest.approx(without, abs=1e-3)
+        assert _within(lls, with_adapter, _tolerances(model, with_adapter, lora_rank=4)), (lls, with_adapter)
+        assert not _within(lls, without, _tolerances(model, without, lora_rank=4))  # by more than rounding
     assert not network_attempts
 
 

@@ -7,6 +7,13 @@ import torch
 from datasets import Dataset
 from peft import LoraConfig, get_peft_model
 from tiny_lm import TINY_ENCODER, save_tiny_lm
+from tolerances import (
+    assert_float32_close,
+    float32_differ,
+    float32_tolerance,
+    llama_roundings,
+    video_encoder_roundings,
+)
 from transformers import AutoModelForCausalLM, AutoProcessor, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
@@ -49,6 +56,23 @@ def random_clip(frames=16, seed=0):
 
 def batched(example):
     return {k: v[None] for k, v in example.items()}
+
+
+def projector_roundings(config) -> int:
+    """LayerNorm (two D-term sums, a subtraction, a square, eps, rsqrt, a product, the affine: 2 D + 9),
+    the first linear layer (D terms and a bias), the activation (4), the second (H terms and a bias)."""
+    d, h = config.video_config.hidden_size, config.text_config.hidden_size
+    return 2 * d + 9 + d + 1 + 4 + h + 1
+
+
+def roundings(model) -> int:
+    """The video model from the frames to the log-softmax (tolerances.py): encoder, projector, LM."""
+    config, lm = model.config, model.config.text_config
+    return (
+        video_encoder_roundings(config.video_config)
+        + projector_roundings(config)
+        + llama_roundings(lm, lm.max_position_embeddings)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +143,22 @@ def test_projected_tokens_keep_the_embeddings_scale_whatever_the_features_scale(
     with torch.no_grad():
         small, large = projector(features), projector(1000 * features)
         embeddings = model.get_input_embeddings().weight.norm(dim=-1).mean()
-    torch.testing.assert_close(large, small, atol=1e-4, rtol=1e-4)
+        # Exactly, the two differ only by the LayerNorm's eps: x / sqrt(var + eps) is (1 - eps / (2 var))
+        # times x / sqrt(var), for the small features (1e6 times less for the large ones); the linear
+        # layers and the activation (slope at most 1.13) carry that to the output within the sums of |terms|
+        # below. Plus the rounding of two float32 results (tolerances.py).
+        norm, first, second = projector.norm, projector.linear_1, projector.linear_2
+        var = features.double().var(dim=-1, unbiased=False, keepdim=True)
+        normed = norm(features).double().abs() + norm.bias.double().abs()  # |gamma x_hat| <= |LN(x)| + |beta|
+        hidden = first.weight.double().abs() @ normed.transpose(1, 2)
+        hidden = hidden.transpose(1, 2) + (0 if first.bias is None else first.bias.double().abs())
+        terms = hidden @ second.weight.double().abs().T + (
+            0 if second.bias is None else second.bias.double().abs()
+        )
+        terms = terms.reshape(small.shape)
+        per_step = (norm.eps / (2 * var)).repeat_interleave(model.config.tokens_per_step, dim=1)
+        bound = 1.13 * per_step * terms + float32_tolerance(projector_roundings(model.config), 2 * terms)
+    assert ((large - small).abs() <= bound).all(), (large - small).abs().max()
     assert 0.1 < small.norm(dim=-1).mean() / embeddings < 10
 
 
@@ -146,18 +185,21 @@ def test_loss_ignores_video_positions(built, example):
     with torch.no_grad():
         loss = model(**inputs).loss
         assert torch.equal(model(**{**inputs, "labels": scribbled}).loss, loss)
-        assert not torch.allclose(model(**{**inputs, "labels": decision}).loss, loss)
+        n = roundings(model) + inputs["labels"].numel() + 4  # and a sum of token losses (all >= 0)
+        assert float32_differ(model(**{**inputs, "labels": decision}).loss, loss, n, 2 * loss)
 
 
 def test_decision_weight_on_a_hand_checkable_case():
     """Uniform logits over 4 tokens: every target costs log 4; 1 decision and 2 other targets."""
     logits = torch.zeros(1, 4, 4)
     labels = torch.tensor([[-100, 3, 1, 2]])  # 3 is the decision token
+    # float32: the log-softmax over 4 logits (4 + 4 roundings), the weights, the 3-term sum, the division
+    rel = float32_tolerance(4 + 4 + 1 + 2 + 1, 1.0)
     for weight in (0.0, 1.0, 3.0):
         loss = weighted_lm_loss(logits, labels, [3], weight)
-        assert math.isclose(loss.item(), (weight + 2) / 3 * math.log(4), rel_tol=1e-6)
+        assert math.isclose(loss.item(), (weight + 2) / 3 * math.log(4), rel_tol=rel)
     assert math.isclose(
-        weighted_lm_loss(logits, labels, [3], 3.0, 10).item(), 5 / 10 * math.log(4), rel_tol=1e-6
+        weighted_lm_loss(logits, labels, [3], 3.0, 10).item(), 5 / 10 * math.log(4), rel_tol=rel
     )
 
 
@@ -177,7 +219,10 @@ def test_decision_weight_scales_only_the_decision_tokens(built, example):
         with torch.no_grad():
             losses[weight] = model(**inputs)
         expected = (weight * ce[is_decision].sum() + ce[~is_decision].sum()) / n
-        assert torch.allclose(losses[weight].loss, expected, atol=1e-5)
+        # The same logits (the same forward pass); the token losses (log-softmax over the vocabulary), the
+        # weights, the sum over the targets (all >= 0), the division: two float32 results.
+        loss_roundings = model.config.text_config.vocab_size + 4 + 1 + len(targets) + 1
+        assert_float32_close(losses[weight].loss, expected, loss_roundings, 2 * expected)
     model.config.decision_loss_weight = 1.0
     assert losses[4.0].loss > losses[1.0].loss
 
@@ -286,7 +331,8 @@ def test_streaming_matches_a_whole_sequence_forward(built, threshold):
     last_of_step = video[1::2]  # k = 2 <video> tokens per step
     assert len(last_of_step) == 6
     for position, streamed in zip(last_of_step, decision_logits, strict=True):
-        assert torch.allclose(logits[position], streamed, atol=1e-4)
+        # two float32 results, each within its rounding bound of the exact logits (tolerances.py)
+        assert_float32_close(streamed, logits[position], roundings(model), 2 * logits[position].abs().max())
     decided = ids[0, last_of_step + 1]
     if threshold == 0.0:
         assert said == [] and (decided == model.config.next_token_id).all()

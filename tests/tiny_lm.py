@@ -141,7 +141,8 @@ def save_tiny_choice_corpus(folder: Path, n: int = 4) -> Path:
 def save_tiny_eval_corpus(folder: Path, n: int = 3) -> Path:
     """test_seen and test_unseen splits with ``n`` examples of eight tasks (multiple-choice, open-ended,
     tracking with lengths 1..30, and plan_generation carrying a shipped program's episode for plan checks),
-    every column ``e2wm eval`` reads, in the tiny vocabulary; train and validation are copies of test_seen."""
+    every column ``e2wm eval`` reads, in the tiny vocabulary; the transfer splits ask the same with "q :"
+    before each prompt; train and validation are copies of test_seen."""
     import json
 
     from e2wm.agents.goals import goal_from_graphs
@@ -175,12 +176,15 @@ def save_tiny_eval_corpus(folder: Path, n: int = 3) -> Path:
         "plan_generation": ("activity : drink . plan :", "walk to kitchen . grab mug .", []),
     }
     splits = {}
-    for s, split in enumerate(("test_seen", "test_unseen")):
+    for s, split in enumerate(("test_seen", "test_unseen", "test_seen_transfer", "test_unseen_transfer")):
         rows = []
         for i in range(n):
             for t, (task, (question, answer, choices)) in enumerate(tasks.items()):
-                prompt = f"{' '.join(story.split()[: 2 + (i + s + t) % 12])} {question}"
+                told = " ".join(story.split()[: 2 + (i + s % 2 + t) % 12])
+                prompt = f"{'q : ' if s > 1 else ''}{told} {question}"
                 meta = {"episode": episode} if task == "plan_generation" else {}
+                if choices:  # the stem and answer label the multiple-choice forms are built from
+                    meta.update(stem=prompt.removesuffix(" answer :"), answer_label="answer :")
                 rows.append(
                     {
                         "task": task,
@@ -189,10 +193,10 @@ def save_tiny_eval_corpus(folder: Path, n: int = 3) -> Path:
                         "completion": " " + answer,
                         "choices": choices,
                         "label": choices.index(answer) if choices else -1,
-                        "split_group": "unseen" if split == "test_unseen" else "seen",
+                        "split_group": "unseen" if split.startswith("test_unseen") else "seen",
                         "weight": 1.0,
-                        "episode_id": f"tiny-{split}-{i}",
-                        "length": 1 + (7 * i + 5 * t + 11 * s) % 30,
+                        "episode_id": f"tiny-{split.removesuffix('_transfer')}-{i}",
+                        "length": 1 + (7 * i + 5 * t + 11 * (s % 2)) % 30,
                         "meta": json.dumps(meta),
                     }
                 )

@@ -2,9 +2,13 @@
 
 Each episode is re-executed once (``trace_episode``) and every selected task reads that trace. Examples
 take the split of their episode (train, validation, test_seen, test_unseen: programs split by base id
-and held-out activities, see ``e2wm.splits``). Train and validation examples whose prompt equals a test
-prompt, or whose plan is a test plan, are dropped. The corpus is written to a temporary directory and
-renamed into place.
+and held-out activities, see ``e2wm.splits``), worded by a *train* wording family
+(``e2wm.corpus.wording``). Each test episode is also asked in a *held-out* family, into the transfer
+splits ``test_seen_transfer`` and ``test_unseen_transfer``; their few-shot demonstrations are train
+episodes asked in the same held-out layout, which no split holds. Train and validation examples whose
+prompt equals a test prompt, or whose plan is a test plan, are dropped. A share of the train examples of
+the short-prompt tasks is prompted few-shot (``train_kshot_share``). The corpus is written to a
+temporary directory and renamed into place.
 """
 
 from __future__ import annotations
@@ -25,12 +29,16 @@ from tqdm import tqdm
 from e2wm.collect import SCHEMA, shard_files
 from e2wm.corpus.card import dataset_card
 from e2wm.corpus.context import Context
-from e2wm.corpus.tasks import TASKS
+from e2wm.corpus.tasks import TASKS, TRACKING_TASKS
 from e2wm.corpus.trace import trace_episode
+from e2wm.corpus.wording import draw
 from e2wm.errors import E2WMError
 from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator
 from e2wm.splits import SPLITS
 
+TRANSFER_SPLITS = ("test_seen_transfer", "test_unseen_transfer")
+CORPUS_SPLITS = (*SPLITS, *TRANSFER_SPLITS)
+DEMO_POOL = "held_out_demos"  # held-out wordings of train episodes: few-shot material, in no split
 FEATURES = datasets.Features(
     {
         "task": datasets.Value("string"),
@@ -57,6 +65,7 @@ class BuildConfig:
     tasks: tuple[str, ...] = tuple(TASKS)
     seed: int = 0
     shots: int = 3  # in-context examples in ``prompt_kshot``, drawn from train
+    train_kshot_share: float = 0.2  # share of short-prompt train examples prompted with ``prompt_kshot``
     weights: dict[str, float] = field(default_factory=dict)  # task -> loss weight (default 1)
     jsonl: bool = False
     overwrite: bool = False
@@ -69,6 +78,8 @@ class BuildConfig:
             raise E2WMError("no tasks selected")
         if self.shots < 0:
             raise E2WMError(f"--shots must be 0 or more, got {self.shots}")
+        if not 0 <= self.train_kshot_share <= 1:
+            raise E2WMError(f"--train-kshot-share must be in [0, 1], got {self.train_kshot_share}")
 
 
 def load_episodes(directory: str) -> list[dict[str, Any]]:
@@ -90,15 +101,24 @@ def load_episodes(directory: str) -> list[dict[str, Any]]:
 
 
 def build_examples(episodes: list[dict[str, Any]], config: BuildConfig, progress: bool = True) -> list[dict]:
-    """Every selected task on every episode, each with its own seeded random stream."""
+    """Every selected task on every episode, each with its own seeded random stream: in a train wording
+    (the episode's split), and for test and train episodes also in a held-out wording (the transfer split,
+    or the few-shot pool ``DEMO_POOL``)."""
     context = Context.from_episodes(episodes)
     sim = VirtualHomeSimulator()
     examples = []
     for episode in tqdm(episodes, desc="build", unit="episode", disable=not progress):
         trace = trace_episode(episode, sim)
+        split = episode["split"]
         for task in config.tasks:
             rng = random.Random(f"{config.seed}:{episode['episode_id']}:{task}")
-            examples += TASKS[task](trace, context, rng)
+            examples += TASKS[task](trace, context, rng, draw(task, "train", rng))
+            if split == "validation":
+                continue
+            rng = random.Random(f"{config.seed}:{episode['episode_id']}:{task}:held_out")
+            for e in TASKS[task](trace, context, rng, draw(task, "held_out", rng)):
+                e["split"] = f"{split}_transfer" if split.startswith("test") else DEMO_POOL
+                examples.append(e)
     return examples
 
 
@@ -119,17 +139,35 @@ def drop_leaks(examples: list[dict]) -> tuple[list[dict], int]:
     return kept, len(examples) - len(kept)
 
 
+def _layout(e: dict) -> str:
+    return json.loads(e["meta"])["wording"]["layout"]
+
+
 def add_shots(examples: list[dict], shots: int, seed: int) -> None:
-    """``prompt_kshot``: ``shots`` solved train examples of the task (other episodes), then the prompt."""
-    train: dict[str, list[dict]] = {}
+    """``prompt_kshot``: ``shots`` solved examples of the task from other episodes, in the same layout when
+    there are enough, then the prompt. Demonstrations come from train; for the transfer splits, from the
+    held-out wordings of train episodes (``DEMO_POOL``)."""
+    pools: dict[tuple[str, str], list[dict]] = {}
     for e in examples:
-        if e["split"] == "train":
-            train.setdefault(e["task"], []).append(e)
+        if e["split"] in ("train", DEMO_POOL):
+            pools.setdefault((e["split"], e["task"]), []).append(e)
     for e in examples:
-        rng = random.Random(f"{seed}:shots:{e['episode_id']}:{e['task']}")
-        pool = [t for t in train.get(e["task"], []) if t["episode_id"] != e["episode_id"]]
+        rng = random.Random(f"{seed}:shots:{e['episode_id']}:{e['task']}:{e['split']}")
+        source = DEMO_POOL if e["split"] in (*TRANSFER_SPLITS, DEMO_POOL) else "train"
+        pool = [t for t in pools.get((source, e["task"]), []) if t["episode_id"] != e["episode_id"]]
+        same = [t for t in pool if _layout(t) == _layout(e)]
+        pool = same if len(same) >= shots else pool
         demos = rng.sample(pool, min(shots, len(pool)))
         e["prompt_kshot"] = "".join(d["prompt"] + d["completion"] + "\n\n" for d in demos) + e["prompt"]
+
+
+def mix_kshot(examples: list[dict], share: float, seed: int) -> None:
+    """Prompt ``share`` of the train examples of the short-prompt (not tracking) tasks with their
+    ``prompt_kshot``, so the model also learns to answer after solved examples."""
+    for e in examples:
+        roll = random.Random(f"{seed}:mix:{e['episode_id']}:{e['task']}").random()
+        if e["split"] == "train" and e["task"] not in TRACKING_TASKS and roll < share:
+            e["prompt"] = e["prompt_kshot"]
 
 
 def build(config: BuildConfig, progress: bool = True) -> datasets.DatasetDict:
@@ -147,6 +185,7 @@ def build(config: BuildConfig, progress: bool = True) -> datasets.DatasetDict:
         )
     examples, dropped = drop_leaks(examples)
     add_shots(examples, config.shots, config.seed)
+    mix_kshot(examples, config.train_kshot_share, config.seed)
     for e in examples:
         e["weight"] = config.weights.get(e["task"], 1.0)
     corpus = datasets.DatasetDict(
@@ -154,7 +193,7 @@ def build(config: BuildConfig, progress: bool = True) -> datasets.DatasetDict:
             split: datasets.Dataset.from_dict(
                 {k: [e[k] for e in examples if e["split"] == split] for k in FEATURES}, features=FEATURES
             )
-            for split in SPLITS
+            for split in CORPUS_SPLITS
         }
     )
     tmp = out.with_name(f".tmp-{out.name}")

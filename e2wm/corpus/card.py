@@ -81,7 +81,17 @@ weight: {weights}), `episode_id`, `length`, `meta` (JSON: the facts the answer c
 
 `train`, `validation`, `test_seen`, `test_unseen`. Programs are divided by base program id, so variants of
 one program never straddle splits; whole activities are held out for `test_unseen`. Exploration episodes
-take the split of the program whose scene graph they start from. {dropped} train/validation examples
+take the split of the program whose scene graph they start from.
+
+Every example is worded by a wording family drawn per example by seed: the layout (question and answer
+labels, how options are listed), the question's phrasing, the narration style (present, numbered or
+past tense) and the answer form (counts as digits or words, with or without the items; plans as
+sentences or numbered steps). Families are divided by a fixed rule (listed in `e2wm.corpus.wording`)
+into *train* families, used by `train`, `validation`, `test_seen` and `test_unseen`, and *held-out*
+families, used only by `test_seen_transfer` and `test_unseen_transfer`: the same held-out episodes asked
+in wordings and layouts never trained on, zero-shot (`prompt`) or after {config.shots} solved examples
+in the same held-out layout (`prompt_kshot`). {config.train_kshot_share:.0%} of the train examples of the
+short-prompt tasks are prompted few-shot. {dropped} train/validation examples
 whose prompt equals a test prompt, or whose plan is a test plan, were dropped.
 
 ## How it was made

@@ -4,7 +4,9 @@ An example has a ``prompt`` and a ``completion`` (TRL's prompt-completion format
 the answer with a leading space), the ``task``, the ``split_group`` (seen / unseen activity), and for
 multiple choice the ``choices`` (plain strings) and the ``label`` (index of the answer; -1 otherwise).
 ``length`` is the number of episode steps the example covers; ``meta`` holds, as JSON, the facts the
-answer was computed from, so tests can recompute answers from the rollouts.
+answer was computed from, so tests can recompute answers from the rollouts, and the example's wording
+(``e2wm.corpus.wording``); a multiple-choice example also keeps its ``stem`` (the prompt without options
+and answer label) and ``answer_label``, from which the eval builds the other multiple-choice forms.
 """
 
 from __future__ import annotations
@@ -14,22 +16,37 @@ import random
 from typing import Any
 
 from e2wm.corpus.trace import Trace
+from e2wm.corpus.wording import Wording
 
 
 def example(
     task: str,
     trace: Trace,
-    prompt: str,
+    wording: Wording,
+    context: str,
+    question: str,
     answer: str,
     *,
     choices: list[str] | None = None,
     length: int | None = None,
     meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """One example: ``context`` and ``question`` laid out by ``wording``, then the answer."""
     split = trace.episode["split"]
+    meta = {
+        **(meta or {}),
+        "wording": {
+            "family": wording.family,
+            "layout": wording.layout.name,
+            "narration": wording.narration,
+            "answer_form": wording.answer_form,
+        },
+    }
+    if choices:
+        meta.update(stem=wording.stem(context, question), answer_label=wording.layout.answer)
     return {
         "task": task,
-        "prompt": prompt,
+        "prompt": wording.ask(context, question, choices),
         "completion": " " + answer,
         "choices": choices or [],
         "label": choices.index(answer) if choices else -1,
@@ -37,7 +54,7 @@ def example(
         "split_group": "unseen" if split == "test_unseen" else "seen",
         "episode_id": trace.episode["episode_id"],
         "length": len(trace.steps) if length is None else length,
-        "meta": json.dumps(meta or {}, sort_keys=True),
+        "meta": json.dumps(meta, sort_keys=True),
     }
 
 
@@ -48,13 +65,12 @@ def multiple_choice(answer: str, distractors: list[str], rng: random.Random) -> 
     return choices
 
 
-def options(choices: list[str]) -> str:
-    return "Options: " + ", ".join(choices) + "."
-
-
-def plan_text(trace: Trace) -> str:
-    """The episode's successful steps as a plain-English plan."""
-    return " ".join(s["action_text"] for s in trace.steps if s["success"])
+def plan_text(trace: Trace, form: str = "sentences") -> str:
+    """The episode's successful steps as a plain-English plan: sentences, or numbered steps on one line."""
+    steps = [s["action_text"] for s in trace.steps if s["success"]]
+    if form == "numbered":
+        return " ".join(f"{i}. {step}" for i, step in enumerate(steps, 1))
+    return " ".join(steps)
 
 
 def first_pickups(trace: Trace) -> dict[int, int]:

@@ -2,7 +2,8 @@
 
 Choices are made by the caller's seeded ``random.Random``; no language model is involved. A walk
 that takes a person into another room names the room, so a reader can follow where people and the
-things they carry go.
+things they carry go. Styles (``e2wm.corpus.wording.NARRATIONS``): ``present`` (present-tense prose),
+``numbered`` (present-tense sentences numbered as steps) and ``past`` (past-tense prose).
 """
 
 from __future__ import annotations
@@ -87,8 +88,35 @@ PAST = {
     "PLUGOUT": "unplugged the {o}",
     "PUTON": "put on the {o}",
     "PUTOFF": "took off the {o}",
+    "RUN": "ran to the {o}",
+    "FIND": "found the {o}",
+    "PUTOBJBACK": "put back the {o}",
+    "RELEASE": "released the {o}",
+    "LOOKAT": "looked at the {o}",
+    "TURNTO": "turned to the {o}",
+    "POINTAT": "pointed at the {o}",
+    "TOUCH": "touched the {o}",
+    "WIPE": "wiped the {o}",
+    "WASH": "washed the {o}",
+    "RINSE": "rinsed the {o}",
+    "SCRUB": "scrubbed the {o}",
+    "SQUEEZE": "squeezed the {o}",
+    "CUT": "cut the {o}",
+    "EAT": "ate the {o}",
+    "GREET": "greeted the {o}",
+    "PUSH": "pushed the {o}",
+    "PULL": "pulled the {o}",
+    "MOVE": "moved the {o}",
+    "SLEEP": "slept",
+    "WAKEUP": "woke up",
+}
+# Past-tense walks that name the room (the other verbs use PAST).
+PAST_WALKS = {
+    "WALK_ROOM": ["{s} walked to the {r}.", "{s} went into the {r}."],
+    "WALK_TO_ROOM": ["{s} walked to the {o} in the {r}.", "{s} went over to the {o} in the {r}."],
 }
 CONNECTIVES = ["Then", "After that,", "Next,", "Later,"]
+STYLES = ("present", "numbered", "past")
 
 
 @dataclass(frozen=True)
@@ -121,18 +149,32 @@ def event(trace: Trace, index: int, people: list[Person]) -> str:
     return f"{people[step['actor']].name} " + phrase.format(**_objects(trace, step))
 
 
-def opening(trace: Trace, people: list[Person]) -> str:
+def opening(trace: Trace, people: list[Person], style: str = "present") -> str:
     """Where everyone is at the start."""
     first = trace.snapshots[0]
-    where = [f"{p.name} is in the {trace.name(first.rooms[trace.people[k]])}" for k, p in enumerate(people)]
+    verb = "was" if style == "past" else "is"
+    where = [
+        f"{p.name} {verb} in the {trace.name(first.rooms[trace.people[k]])}" for k, p in enumerate(people)
+    ]
+    lead = "At the start" if style == "past" else "At first"
     if len(where) == 1:
-        return f"At first, {where[0]}."
-    return "At first, " + ", ".join(where[:-1]) + " and " + where[-1] + "."
+        return f"{lead}, {where[0]}."
+    return f"{lead}, " + ", ".join(where[:-1]) + " and " + where[-1] + "."
 
 
-def narrate(trace: Trace, people: list[Person], rng: random.Random, upto: int | None = None) -> list[str]:
+def _template(verb: str, style: str, rng: random.Random) -> str:
+    if style == "past":
+        if verb in PAST_WALKS:
+            return rng.choice(PAST_WALKS[verb])
+        return "{s} " + PAST.get(verb, VERB_WORDS.get(verb, verb.lower()) + " the {o}") + "."
+    return rng.choice(TEMPLATES.get(verb) or [_third_person(verb)])
+
+
+def narrate(
+    trace: Trace, people: list[Person], rng: random.Random, upto: int | None = None, style: str = "present"
+) -> list[str]:
     """One sentence per successful step (of the first ``upto`` steps), after the opening."""
-    sentences = [opening(trace, people)]
+    sentences = [opening(trace, people, style)]
     previous = None
     for index, step in enumerate(trace.steps[:upto]):
         if not step["success"]:
@@ -152,9 +194,16 @@ def narrate(trace: Trace, people: list[Person], rng: random.Random, upto: int | 
             elif room != before.rooms[char]:
                 verb = "WALK_TO_ROOM"
             fields["r"] = trace.name(room)
-        sentence = rng.choice(TEMPLATES.get(verb) or [_third_person(verb)]).format(s=subject, **fields)
-        if previous is not None and rng.random() < 0.25:
+        sentence = _template(verb, style, rng).format(s=subject, **fields)
+        if previous is not None and style != "numbered" and rng.random() < 0.25:
             sentence = f"{rng.choice(CONNECTIVES)} {sentence}"
         sentences.append(sentence[0].upper() + sentence[1:])
         previous = actor
+    if style == "numbered":
+        return [sentences[0], *(f"{i}. {s}" for i, s in enumerate(sentences[1:], 1))]
     return sentences
+
+
+def story(trace: Trace, people: list[Person], rng: random.Random, style: str, upto: int | None = None) -> str:
+    """The narration as one text: prose on one line, numbered steps one per line."""
+    return ("\n" if style == "numbered" else " ").join(narrate(trace, people, rng, upto, style))

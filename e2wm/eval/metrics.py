@@ -4,8 +4,11 @@ Answer normalisation (``normalize_answer``): lower case, punctuation replaced by
 "a", "an", "the" dropped, whitespace collapsed. Per task:
 
 * ``plan_generation``, ``activity_recognition``: ROUGE-L F-measure (the ``rouge-score`` package, its
-  default tokenizer: lower case, alphanumeric tokens, no stemming);
-* ``counting``: exact match of the leading count (``"2: mug, cup"`` -> 2; no leading number scores 0);
+  default tokenizer: lower case, alphanumeric tokens, no stemming); plans are compared without their
+  step numbers (``1. Walk to the kitchen. 2. ...`` as ``Walk to the kitchen. ...``), so the score is the
+  same whichever way the steps are written;
+* ``counting``: exact match of the first count, in digits or words up to twenty (``"2: mug, cup"`` and
+  ``"There are two"`` -> 2; no number scores 0);
 * ``object_path``: path overlap, the longest common contiguous run of rooms divided by the length of the
   longer path (rooms separated by commas or "and", each normalised);
 * ``state_tracking_holding``: exact match of the normalised answers;
@@ -22,9 +25,11 @@ from collections.abc import Callable
 
 from rouge_score import rouge_scorer
 
+from e2wm.corpus.wording import NUMBER_WORDS
+
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
 _PUNCTUATION = re.compile(f"[{re.escape(string.punctuation)}]")
-_LEADING_COUNT = re.compile(r"^\s*(\d+)")
+_COUNT = re.compile(r"\b(\d+|" + "|".join(NUMBER_WORDS) + r")\b", re.IGNORECASE)
 _ROOM_SEPARATOR = re.compile(r",|\band\b")
 
 
@@ -44,10 +49,26 @@ def rouge_l(prediction: str, reference: str) -> float:
     return float(_scorer().score(reference, prediction)["rougeL"].fmeasure)
 
 
+def _count(text: str) -> int | None:
+    found = _COUNT.search(text)
+    if found is None:
+        return None
+    word = found[1].lower()
+    return NUMBER_WORDS.index(word) if word in NUMBER_WORDS else int(word)
+
+
+_STEP_NUMBER = re.compile(r"(?:^|(?<=\s))(?:step\s*)?\d+\s*[.):]\s*", re.IGNORECASE)
+
+
+def plan_rouge_l(prediction: str, reference: str) -> float:
+    """ROUGE-L of two plans with their step numbers removed."""
+    return rouge_l(_STEP_NUMBER.sub("", prediction), _STEP_NUMBER.sub("", reference))
+
+
 def count_match(prediction: str, reference: str) -> float:
-    """1.0 if both answers start with the same count, else 0.0."""
-    predicted, expected = _LEADING_COUNT.match(prediction), _LEADING_COUNT.match(reference)
-    return float(predicted is not None and expected is not None and int(predicted[1]) == int(expected[1]))
+    """1.0 if the first count of both answers (digits or words) is the same, else 0.0."""
+    predicted, expected = _count(prediction), _count(reference)
+    return float(predicted is not None and predicted == expected)
 
 
 def rooms(text: str) -> list[str]:
@@ -85,7 +106,7 @@ def yes_no_match(prediction: str, reference: str) -> float:
 
 # task -> (metric name in results.json, scoring function)
 METRICS: dict[str, tuple[str, Callable[[str, str], float]]] = {
-    "plan_generation": ("rouge_l", rouge_l),
+    "plan_generation": ("rouge_l", plan_rouge_l),
     "activity_recognition": ("rouge_l", rouge_l),
     "counting": ("exact_match", count_match),
     "object_path": ("path_overlap", path_overlap),

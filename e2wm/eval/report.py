@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from e2wm.corpus.tasks import TRACKING_TASKS
-from e2wm.eval.suite import TEST_SPLITS, VARIANTS, primary_metric
+from e2wm.eval.suite import REPORTED_SPLITS, VARIANTS, primary_metric
 
 COLORS = {"base": "#9e9e9e", "fine-tuned": "#1f77b4"}
 LINES = {"base": "--", "fine-tuned": "-"}
@@ -42,23 +42,41 @@ def _by_variant(rows: list[dict[str, Any]], *keys: str) -> dict[tuple, dict[str,
 def results_table(results: dict[str, Any]) -> str:
     """Markdown table: one line per (task, metric, split), base vs fine-tuned, then the retention row."""
     lines = [
-        "| task | metric | split | n | base (95% CI) | fine-tuned (95% CI) | delta |",
-        "|---|---|---|---:|---|---|---:|",
+        "| task | metric | split | n | chance | base (95% CI) | fine-tuned (95% CI) | delta |",
+        "|---|---|---|---:|---:|---|---|---:|",
     ]
     for (task, metric, split), variants in _by_variant(results["results"], "task", "metric", "split").items():
         base, tuned = variants.get("base"), variants.get("fine-tuned")
         delta = f"{tuned['value'] - base['value']:+.3f}" if base and tuned else NONE
         n = (tuned or base)["n"]
-        lines.append(f"| {task} | {metric} | {split} | {n} | {_cell(base)} | {_cell(tuned)} | {delta} |")
-    retention = {row["variant"]: row for row in results["retention"]}
-    if retention:
-        base, tuned = retention.get("base"), retention.get("fine-tuned")
-        ppl = {v: f"{row['perplexity']:.2f}" for v, row in retention.items()}
+        chance = (tuned or base).get("chance")
+        chance = NONE if chance is None else f"{chance:.3f}"
+        lines.append(
+            f"| {task} | {metric} | {split} | {n} | {chance} | {_cell(base)} | {_cell(tuned)} | {delta} |"
+        )
+    for (source,), variants in _by_variant(results["retention"], "source").items():
+        base, tuned = variants.get("base"), variants.get("fine-tuned")
+        ppl = {v: f"{row['perplexity']:.2f}" for v, row in variants.items()}
         change = tuned["relative_change"] if tuned else None
         lines.append(
-            f"| retention (general text) | perplexity | {NONE} | {(tuned or base)['tokens']} tokens | "
+            f"| retention ({source} text) | perplexity | {NONE} | {(tuned or base)['tokens']} tokens "
+            f"| {NONE} | "
             f"{ppl.get('base', NONE)} | {ppl.get('fine-tuned', NONE)} | "
             f"{NONE if change is None else f'{change:+.1%}'} |"
+        )
+    return "\n".join(lines)
+
+
+def transfer_table(results: dict[str, Any]) -> str:
+    """Markdown table of the transfer summary: one line per transfer split (zero- and few-shot)."""
+    lines = [
+        "| split | tasks | mean relative gain | better | better beyond 95% CI | worse beyond 95% CI |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for s in results.get("transfer", []):
+        lines.append(
+            f"| {s['split']} | {s['n_tasks']} | {s['mean_relative_gain']:+.1%} | {s['better']} | "
+            f"{s['better_beyond_interval']} | {s['worse_beyond_interval']} |"
         )
     return "\n".join(lines)
 
@@ -89,7 +107,14 @@ def markdown(results: dict[str, Any]) -> str:
         f"{results['limit'] or 'none'}, {'k-shot' if results['kshot'] else 'zero-shot'} prompts",
         f"- created: {results['created']}",
     ]
-    parts = ["# e2wm eval results", "\n".join(settings), results_table(results)]
+    parts = ["# e2wm eval results", "\n".join(settings)]
+    if results.get("transfer"):
+        parts += [
+            "## Transfer (held-out wordings)\n\nRelative gain per task: (fine-tuned - base) / "
+            "max(base, chance, 0.05) on its primary metric.",
+            transfer_table(results),
+        ]
+    parts += ["## All results", results_table(results)]
     if results["by_length"]:
         parts += ["## Tracking tasks by episode length", length_table(results)]
     return "\n\n".join(parts) + "\n"
@@ -102,7 +127,7 @@ def _new_figure(panels: int, width: float) -> tuple[Figure, list[Any]]:
 
 
 def _splits(rows: list[dict[str, Any]]) -> list[str]:
-    return [s for s in TEST_SPLITS if any(r["split"] == s for r in rows)]
+    return [s for s in REPORTED_SPLITS if any(r["split"] == s for r in rows)]
 
 
 def plot_base_vs_finetuned(results: dict[str, Any], path: Path) -> None:

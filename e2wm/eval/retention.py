@@ -1,5 +1,8 @@
 """General-text retention: perplexity on held-out prose, to see what fine-tuning cost the base model.
 
+The prose is ``e2wm.general_text``'s "retention" part of one source: "pydoc" (Python reference prose,
+the default) or "news" (news articles), disjoint from the "fisher" part EWC and replay use.
+
 Each passage is tokenized alone (with the tokenizer's special tokens) and cut to ``max_length`` tokens;
 every token after the first is predicted from those before it. Perplexity is token-weighted:
 ``exp(sum of token NLLs / number of predicted tokens)`` over all passages.
@@ -57,11 +60,15 @@ def perplexity(
 
 
 def retention_perplexity(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_passages: int = 24, max_length: int = 512
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    max_passages: int = 24,
+    max_length: int = 512,
+    source: str = "pydoc",
 ) -> Perplexity:
-    """Perplexity on held-out ``e2wm.general_text`` ("retention"): all its passages, or ``max_passages``
-    of them evenly spaced through its (topic-sorted) order."""
-    passages = general_text.passages("retention")
+    """Perplexity on held-out ``e2wm.general_text`` ("retention" part of ``source``, "pydoc" or "news"):
+    all its passages, or ``max_passages`` of them evenly spaced through its fixed order."""
+    passages = general_text.passages("retention", source)
     if len(passages) > max_passages:
         passages = [passages[i * len(passages) // max_passages] for i in range(max_passages)]
     return perplexity(model, tokenizer, passages, max_length)

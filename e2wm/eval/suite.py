@@ -7,6 +7,15 @@ most ``limit`` examples, the same sample for every variant: "base" (the model, a
 "fine-tuned" (with the adapter). Tracking tasks are also reported by the example's ``length`` (episode
 steps the question covers), in buckets.
 
+The test splits are the in-template ones (``test_seen``, ``test_unseen``: train wordings) and the
+transfer ones (``test_seen_transfer``, ``test_unseen_transfer``: the same episodes in held-out wordings,
+``e2wm.corpus.wording``). Transfer splits are scored zero-shot and, with ``transfer_kshot``, also
+few-shot, reported as ``<split>_kshot``. Multiple-choice tasks are scored in a form (``cloze``,
+``listed`` or ``lettered``, ``e2wm.eval.mc_forms``) and a normalization chosen per task by measurement;
+their rows carry the chance level. ``transfer`` in the results summarises each transfer split: the mean
+over tasks of the relative gain (fine-tuned - base) / max(base, chance, 0.05), how many tasks got
+better, and how many got worse beyond the interval (the fine-tuned interval's top below the base score).
+
 Intervals (95%): Wilson for proportions (accuracy, exact match, goal success), the normal approximation
 of the mean (clipped to [0, 1]) for ROUGE-L, path overlap and executability.
 
@@ -38,8 +47,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from e2wm.corpus.build import TRANSFER_SPLITS
 from e2wm.corpus.tasks import MULTIPLE_CHOICE, TASKS, TRACKING_TASKS
 from e2wm.errors import E2WMError
+from e2wm.eval.mc_forms import FORMS, as_form
 from e2wm.eval.metrics import METRICS
 from e2wm.eval.scoring import NORMALIZATIONS, Z_95, wilson_interval
 from e2wm.hub import sha256_file
@@ -48,17 +59,29 @@ from e2wm.models import DEFAULT_MODEL
 FORMAT = "e2wm-eval/1"
 SUITES = ("embodied", "general", "all")
 BACKENDS = ("e2wm", "lm-eval")
-TEST_SPLITS = ("test_seen", "test_unseen")
+TEST_SPLITS = ("test_seen", "test_unseen", *TRANSFER_SPLITS)
+KSHOT_SUFFIX = "_kshot"  # a transfer split scored few-shot is reported as <split>_kshot
+REPORTED_SPLITS = (*TEST_SPLITS, *(s + KSHOT_SUFFIX for s in TRANSFER_SPLITS))
 VARIANTS = ("base", "fine-tuned")
-# "mean" for multi-token activity names; "unconditional" where the answers' prior frequency differs
-# (object and room names, yes / no).
+# Chosen with bench/mc_instrument.py on the validation split (SmolLM2-135M, 16-30 items per task): among
+# the form/normalization pairs at or above chance, the one that picks the same answer when the options are
+# reversed, then the most accurate. Cloze wins everywhere but the negation, where without the options the
+# model picks the item most related to the activity, "not" or not (0.04-0.21 against 0.25 chance).
+DEFAULT_MC_FORM = {
+    "activity_recognition_mc": "cloze",
+    "activity_inference": "cloze",
+    "housework_qa": "cloze",
+    "housework_qa_negation": "listed",
+    "object_location": "cloze",
+    "state_tracking_open": "cloze",
+}
 DEFAULT_NORMALIZATION = {
     "activity_recognition_mc": "mean",
-    "activity_inference": "mean",
-    "housework_qa": "unconditional",
+    "activity_inference": "unconditional",
+    "housework_qa": "sum",
     "housework_qa_negation": "unconditional",
-    "object_location": "unconditional",
-    "state_tracking_open": "unconditional",
+    "object_location": "mean",
+    "state_tracking_open": "sum",
 }
 MAX_NEW_TOKENS = {
     "plan_generation": 160,
@@ -68,6 +91,8 @@ MAX_NEW_TOKENS = {
     "state_tracking_holding": 24,
     "state_tracking_grab": 32,
 }
+# general text of two genres: the technical prose the Fisher is estimated on (other passages), and news
+RETENTION_SOURCES = ("pydoc", "news")
 PROPORTIONS = {"accuracy", "exact_match", "goal_success"}
 COLUMNS = ("task", "prompt", "prompt_kshot", "completion", "choices", "label", "episode_id", "length", "meta")
 
@@ -89,8 +114,10 @@ class EvalConfig:
     tasks: tuple[str, ...] | None = None  # None: every task
     limit: int | None = 20  # examples per task per split (a seeded sample); None: all
     seed: int = 0
-    kshot: bool = False  # prompt with ``prompt_kshot`` (solved train examples first)
+    kshot: bool = False  # prompt every split with ``prompt_kshot`` (solved train examples first)
+    transfer_kshot: bool = True  # also score the transfer splits few-shot (as <split>_kshot)
     normalization: dict[str, str] = field(default_factory=dict)  # overrides of DEFAULT_NORMALIZATION
+    mc_form: dict[str, str] = field(default_factory=dict)  # overrides of DEFAULT_MC_FORM
     length_edges: tuple[int, ...] = (5, 10, 20, 30)  # bucket upper bounds: 1-5, 6-10, 11-20, 21-30, 31+
     out: str = "outputs/eval"
     base: bool = True  # with an adapter: evaluate the base model too
@@ -109,16 +136,19 @@ class EvalConfig:
             raise E2WMError(f"unknown task(s) {', '.join(unknown)}: choose from {', '.join(TASKS)}")
         if self.tasks is not None and not self.tasks:
             raise E2WMError("no tasks selected")
-        for task, norm in self.normalization.items():
-            if task not in TASKS:
-                raise E2WMError(f"--normalization: unknown task {task!r}")
-            if task not in MULTIPLE_CHOICE:
-                raise E2WMError(f"--normalization: {task} is not a multiple-choice task")
-            if norm not in NORMALIZATIONS:
-                raise E2WMError(
-                    f"--normalization: unknown normalization {norm!r} for {task}: "
-                    f"choose one of {', '.join(NORMALIZATIONS)}"
-                )
+        for flag, overrides, allowed in (
+            ("normalization", self.normalization, NORMALIZATIONS),
+            ("multiple-choice form", self.mc_form, FORMS),
+        ):
+            for task, value in overrides.items():
+                if task not in TASKS:
+                    raise E2WMError(f"{flag}: unknown task {task!r}")
+                if task not in MULTIPLE_CHOICE:
+                    raise E2WMError(f"{flag}: {task} is not a multiple-choice task")
+                if value not in allowed:
+                    raise E2WMError(
+                        f"unknown {flag} {value!r} for {task}: choose one of {', '.join(allowed)}"
+                    )
         bad_splits = sorted(set(self.splits) - set(TEST_SPLITS))
         if not self.splits or bad_splits:
             raise E2WMError(f"splits must be among {', '.join(TEST_SPLITS)}, got {', '.join(self.splits)}")
@@ -134,6 +164,9 @@ class EvalConfig:
 
     def normalizations(self) -> dict[str, str]:
         return {**DEFAULT_NORMALIZATION, **self.normalization}
+
+    def mc_forms(self) -> dict[str, str]:
+        return {**DEFAULT_MC_FORM, **self.mc_form}
 
     def variants(self) -> list[str]:
         if self.adapter is None:
@@ -163,8 +196,9 @@ def load_test_splits(config: EvalConfig) -> dict[str, Any]:
         raise E2WMError(f"corpus {config.corpus} is a single dataset, not a corpus from `e2wm build`")
     missing = [s for s in config.splits if s not in corpus]
     if missing:
+        hint = "; rebuild it with `e2wm build`" if set(missing) & set(TRANSFER_SPLITS) else ""
         raise E2WMError(
-            f"corpus {config.corpus} has no split(s) {', '.join(missing)} (it has {', '.join(corpus)})"
+            f"corpus {config.corpus} has no split(s) {', '.join(missing)} (it has {', '.join(corpus)}){hint}"
         )
     for split in config.splits:
         lacking = sorted(set(COLUMNS) - set(corpus[split].column_names))
@@ -204,6 +238,24 @@ def sample_examples(splits: dict[str, Any], config: EvalConfig) -> dict[tuple[st
             f"corpus {config.corpus} has no examples of {', '.join(tasks)} in {', '.join(config.splits)}"
         )
     return samples
+
+
+def prompted(
+    samples: dict[tuple[str, str], list[dict]], config: EvalConfig
+) -> dict[tuple[str, str], list[dict]]:
+    """(reported split, task) -> examples whose ``demos`` (solved examples, or "") go before ``prompt``:
+    every sample as configured (``kshot``), and the transfer splits few-shot too (``transfer_kshot``)."""
+
+    def with_demos(ex: dict, kshot: bool) -> dict:
+        demos = ex["prompt_kshot"][: -len(ex["prompt"])] if kshot else ""
+        return {**ex, "demos": demos}
+
+    out = {}
+    for (split, task), exs in samples.items():
+        out[(split, task)] = [with_demos(ex, config.kshot) for ex in exs]
+        if config.transfer_kshot and not config.kshot and split in TRANSFER_SPLITS:
+            out[(split + KSHOT_SUFFIX, task)] = [with_demos(ex, True) for ex in exs]
+    return out
 
 
 def plan_episodes(examples: Sequence[dict], corpus: str) -> list[dict[str, Any]]:
@@ -285,7 +337,9 @@ def as_variant(model: Any, variant: str) -> Iterator[None]:
 
 
 def _record(variant: str, split: str, ex: dict, prediction: str, scores: dict[str, float]) -> dict[str, Any]:
+    chance = {"chance": 1 / len(ex["choices"])} if ex["choices"] else {}
     return {
+        **chance,
         "variant": variant,
         "task": ex["task"],
         "split": split,
@@ -303,8 +357,10 @@ def score_multiple_choice(
     """One record per (split, example) in ``items``: the chosen answer and its accuracy."""
     from e2wm.eval.scoring import mc_predictions
 
-    prompted = [{**ex, "prompt": ex["prompt_kshot"] if config.kshot else ex["prompt"]} for _, ex in items]
-    guesses = mc_predictions(model, tokenizer, prompted, config.normalizations())
+    forms = config.mc_forms()
+    guesses = mc_predictions(
+        model, tokenizer, [as_form(ex, forms[ex["task"]]) for _, ex in items], config.normalizations()
+    )
     return [
         _record(variant, split, ex, ex["choices"][g], {"accuracy": float(g == ex["label"])})
         for (split, ex), g in zip(items, guesses, strict=True)
@@ -323,7 +379,7 @@ def score_generation(
     """Greedy answers to one open-ended task, scored; plans are also executed in the simulator."""
     from e2wm.eval.generation import generate_answers
 
-    prompts = [ex["prompt_kshot"] if config.kshot else ex["prompt"] for _, ex in items]
+    prompts = [ex["demos"] + ex["prompt"] for _, ex in items]
     answers = generate_answers(
         model, tokenizer, prompts, MAX_NEW_TOKENS[task], config.batch_size, tokens=tokens
     )
@@ -362,12 +418,16 @@ def mean_interval(values: Sequence[float], z: float = Z_95) -> tuple[float, floa
     return max(0.0, mean - half), min(1.0, mean + half)
 
 
-def summary_row(metric: str, values: Sequence[float]) -> dict[str, Any]:
-    """value (the mean), n and the 95% interval of one metric's per-example values."""
+def summary_row(metric: str, values: Sequence[float], chances: Sequence[float] = ()) -> dict[str, Any]:
+    """value (the mean), n and the 95% interval of one metric's per-example values; with ``chances`` (the
+    per-example chance levels of multiple choice), their mean as ``chance``."""
     n, value = len(values), sum(values) / len(values)
     low, high = wilson_interval(round(sum(values)), n) if metric in PROPORTIONS else mean_interval(values)
     # the interval holds the value exactly, whatever the rounding
-    return {"metric": metric, "value": value, "n": n, "ci_low": min(low, value), "ci_high": max(high, value)}
+    row = {"metric": metric, "value": value, "n": n, "ci_low": min(low, value), "ci_high": max(high, value)}
+    if chances:
+        row["chance"] = sum(chances) / len(chances)
+    return row
 
 
 def length_buckets(edges: Sequence[int]) -> list[tuple[str, int, int | None]]:
@@ -388,7 +448,7 @@ def _order(row: dict[str, Any]) -> tuple:
     return (
         VARIANTS.index(row["variant"]),
         list(TASKS).index(row["task"]),
-        TEST_SPLITS.index(row["split"]),
+        REPORTED_SPLITS.index(row["split"]),
         _METRIC_ORDER.index(row["metric"]),
         row.get("low", 0),
     )
@@ -397,17 +457,20 @@ def _order(row: dict[str, Any]) -> tuple:
 def summarize(records: Sequence[dict[str, Any]], edges: Sequence[int]) -> tuple[list[dict], list[dict]]:
     """(results rows, by_length rows) of per-example records, in a stable order."""
     groups: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
+    chances: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
     by_length: dict[tuple[str, str, str, str, tuple], list[float]] = defaultdict(list)
     buckets = length_buckets(edges)
     for r in records:
         for metric, value in r["scores"].items():
             groups[(r["variant"], r["task"], r["split"], metric)].append(value)
+            if "chance" in r:
+                chances[(r["variant"], r["task"], r["split"], metric)].append(r["chance"])
         if r["task"] in TRACKING_TASKS:
             metric = primary_metric(r["task"])
             key = (r["variant"], r["task"], r["split"], metric, _bucket(r["length"], buckets))
             by_length[key].append(r["scores"][metric])
     rows = [
-        {"variant": v, "task": t, "split": s, **summary_row(m, values)}
+        {"variant": v, "task": t, "split": s, **summary_row(m, values, chances.get((v, t, s, m), ()))}
         for (v, t, s, m), values in groups.items()
     ]
     length_rows = []
@@ -417,17 +480,68 @@ def summarize(records: Sequence[dict[str, Any]], edges: Sequence[int]) -> tuple[
     return sorted(rows, key=_order), sorted(length_rows, key=_order)
 
 
-def retention_rows(perplexities: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per variant; the fine-tuned row's relative change is against the base (None without it)."""
-    base = perplexities.get("base")
+RELATIVE_FLOOR = 0.05  # a relative gain is taken against at least this score (and at least chance)
+
+
+def transfer_summary(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per transfer split (zero- and few-shot): each task's primary metric, base vs fine-tuned, its relative
+    gain (fine-tuned - base) / max(base, chance, 0.05), and over the tasks their mean, how many got better
+    and how many got worse beyond the interval (fine-tuned ci_high below the base score)."""
+    cells: dict[tuple[str, str], dict[str, dict]] = defaultdict(dict)
+    for r in rows:
+        if r["split"].removesuffix(KSHOT_SUFFIX) in TRANSFER_SPLITS and r["metric"] == primary_metric(
+            r["task"]
+        ):
+            cells[(r["split"], r["task"])][r["variant"]] = r
+    summary = []
+    for split in REPORTED_SPLITS:
+        tasks = []
+        for task in TASKS:
+            pair = cells.get((split, task), {})
+            if len(pair) < 2:
+                continue
+            base, tuned = pair["base"], pair["fine-tuned"]
+            floor = max(base["value"], base.get("chance", 0.0), RELATIVE_FLOOR)
+            tasks.append(
+                {
+                    "task": task,
+                    "metric": base["metric"],
+                    "base": base["value"],
+                    "fine_tuned": tuned["value"],
+                    "relative_gain": (tuned["value"] - base["value"]) / floor,
+                    "better": tuned["value"] > base["value"],
+                    "better_beyond_interval": tuned["ci_low"] > base["value"],
+                    "worse_beyond_interval": tuned["ci_high"] < base["value"],
+                }
+            )
+        if tasks:
+            summary.append(
+                {
+                    "split": split,
+                    "tasks": tasks,
+                    "mean_relative_gain": sum(t["relative_gain"] for t in tasks) / len(tasks),
+                    "better": sum(t["better"] for t in tasks),
+                    "better_beyond_interval": sum(t["better_beyond_interval"] for t in tasks),
+                    "worse_beyond_interval": sum(t["worse_beyond_interval"] for t in tasks),
+                    "n_tasks": len(tasks),
+                }
+            )
+    return summary
+
+
+def retention_rows(perplexities: dict[tuple[str, str], Any]) -> list[dict[str, Any]]:
+    """One row per (variant, text source); the fine-tuned row's relative change is against the base on the
+    same source (None without it)."""
     rows = []
-    for variant, result in perplexities.items():
+    for (variant, source), result in perplexities.items():
+        base = perplexities.get(("base", source))
         change = None
         if variant == "fine-tuned" and base is not None:
             change = (result.perplexity - base.perplexity) / base.perplexity
         rows.append(
             {
                 "variant": variant,
+                "source": source,
                 "perplexity": result.perplexity,
                 "tokens": result.tokens,
                 "relative_change": change,
@@ -460,7 +574,7 @@ def evaluate(config: EvalConfig, progress: bool = False) -> dict[str, Any]:
     out = _check_out(config.out)
     embodied = config.suite in ("embodied", "all")
     splits = load_test_splits(config) if embodied else {}
-    samples = sample_examples(splits, config) if embodied else {}
+    samples = prompted(sample_examples(splits, config), config) if embodied else {}
     plans = [ex for (_, task), exs in samples.items() if task == "plan_generation" for ex in exs]
     plan_episodes(plans, config.corpus)  # fail before loading any model
     sha = adapter_sha256(config.adapter) if config.adapter is not None else None
@@ -469,7 +583,11 @@ def evaluate(config: EvalConfig, progress: bool = False) -> dict[str, Any]:
         by_task[task] += [(split, ex) for ex in exs]
     mc_items = [item for t in MULTIPLE_CHOICE for item in by_task.get(t, [])]
     generative = [t for t in METRICS if t in by_task]
-    local_mc = mc_items if config.backend == "e2wm" else []
+    # lm-evaluation-harness scores the in-template splits; the transfer splits are always scored here
+    harness_splits = (
+        [s for s in config.splits if s not in TRANSFER_SPLITS] if config.backend == "lm-eval" else []
+    )
+    local_mc = [item for item in mc_items if item[0] not in harness_splits]
     model = tokenizer = None
     if config.suite != "embodied" or local_mc or generative:
         _say(
@@ -486,14 +604,14 @@ def evaluate(config: EvalConfig, progress: bool = False) -> dict[str, Any]:
     harness_rows: list[dict[str, Any]] = []
     perplexities = {}
     for variant in config.variants():
-        if config.backend == "lm-eval" and mc_items:
+        if harness_splits and len(local_mc) < len(mc_items):
             from e2wm.eval.harness import lm_eval_rows
 
             _say(progress, f"{variant}: multiple choice with lm-evaluation-harness")
             adapter = config.adapter if variant == "fine-tuned" else None
             mc_tasks = [t for t in MULTIPLE_CHOICE if t in by_task]
             harness_rows += lm_eval_rows(
-                config.model, adapter, config.corpus, config.splits, config.limit, mc_tasks
+                config.model, adapter, config.corpus, harness_splits, config.limit, mc_tasks
             )
         with as_variant(model, variant):
             if local_mc:
@@ -505,11 +623,13 @@ def evaluate(config: EvalConfig, progress: bool = False) -> dict[str, Any]:
             if config.suite != "embodied":
                 from e2wm.eval.retention import retention_perplexity
 
-                _say(progress, f"{variant}: general-text perplexity")
-                perplexities[variant] = retention_perplexity(
-                    model, tokenizer, config.retention_passages, config.retention_max_length
-                )
+                for source in RETENTION_SOURCES:
+                    _say(progress, f"{variant}: general-text perplexity ({source})")
+                    perplexities[(variant, source)] = retention_perplexity(
+                        model, tokenizer, config.retention_passages, config.retention_max_length, source
+                    )
     rows, length_rows = summarize(records, config.length_edges)
+    rows = sorted(rows + harness_rows, key=_order)
     results = {
         "format": FORMAT,
         "created": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -524,8 +644,11 @@ def evaluate(config: EvalConfig, progress: bool = False) -> dict[str, Any]:
         "splits": list(config.splits),
         "seed": config.seed,
         "kshot": config.kshot,
+        "transfer_kshot": config.transfer_kshot,
         "normalization": config.normalizations(),
-        "results": sorted(rows + harness_rows, key=_order),
+        "mc_form": config.mc_forms(),
+        "results": rows,
+        "transfer": transfer_summary(rows),
         "by_length": length_rows,
         "retention": retention_rows(perplexities),
     }

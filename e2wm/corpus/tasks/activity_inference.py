@@ -6,9 +6,10 @@ import random
 from typing import Any
 
 from e2wm.corpus.context import Context
-from e2wm.corpus.example import example, join_names, multiple_choice, options
+from e2wm.corpus.example import example, join_names, multiple_choice
 from e2wm.corpus.tasks.plans import SOURCES
 from e2wm.corpus.trace import Trace
+from e2wm.corpus.wording import Wording
 
 _STATES = {"ON": "on", "OPEN": "open"}
 
@@ -34,7 +35,9 @@ def describe_person(trace: Trace, moment: int = -1) -> str:
     return " ".join(sentences)
 
 
-def activity_inference(trace: Trace, ctx: Context, rng: random.Random) -> list[dict[str, Any]]:
+def activity_inference(
+    trace: Trace, ctx: Context, rng: random.Random, wording: Wording
+) -> list[dict[str, Any]]:
     """The state at the end of a goal-directed episode -> its activity, among distractors."""
     ep = trace.episode
     if ep["agent"] not in SOURCES or not ep["success"] or not ep["activity"] or not ep["num_steps"]:
@@ -42,5 +45,14 @@ def activity_inference(trace: Trace, ctx: Context, rng: random.Random) -> list[d
     activity = ep["activity"]
     others = [a for a in ctx.activities if a != activity]
     choices = multiple_choice(activity, rng.sample(others, min(3, len(others))), rng)
-    prompt = f"{describe_person(trace)}\nWhat is the person most likely doing?\n{options(choices)}\nAnswer:"
-    return [example("activity_inference", trace, prompt, activity, choices=choices)]
+    return [
+        example(
+            "activity_inference",
+            trace,
+            wording,
+            describe_person(trace),
+            wording.question,
+            activity,
+            choices=choices,
+        )
+    ]

@@ -7,11 +7,20 @@ from typing import Any
 
 from e2wm.corpus.context import Context
 from e2wm.corpus.example import example, moved_objects
-from e2wm.corpus.narration import cast, narrate
+from e2wm.corpus.narration import cast, story
 from e2wm.corpus.trace import Trace
+from e2wm.corpus.wording import Wording, number
 
 
-def counting(trace: Trace, ctx: Context, rng: random.Random) -> list[dict[str, Any]]:
+def count_answer(names: list[str], form: str) -> str:
+    """``2: cup, mug`` (digits-items), ``two: cup, mug`` (words-items), ``2`` (digits), ``two`` (words)."""
+    count = number(len(names), form)
+    if form.endswith("-items"):
+        return f"{count}: {', '.join(names) if names else 'none'}"
+    return count
+
+
+def counting(trace: Trace, ctx: Context, rng: random.Random, wording: Wording) -> list[dict[str, Any]]:
     """Pick a place things were put on or in; count the moved things there at the end."""
     if trace.episode["agent"] != "random":
         return []
@@ -30,18 +39,14 @@ def counting(trace: Trace, ctx: Context, rng: random.Random) -> list[dict[str, A
     names = sorted(trace.label(i) for i in there)
     people = cast(trace, rng)
     word = "on" if relation == "ON" else "in"
-    prompt = (
-        " ".join(narrate(trace, people, rng))
-        + f"\nQuestion: At the end, how many of the things that were picked up are {word} the "
-        f"{trace.label(place)}, and which?\nAnswer:"
-    )
-    answer = f"{len(names)}: {', '.join(names) if names else 'none'}"
     return [
         example(
             "counting",
             trace,
-            prompt,
-            answer,
+            wording,
+            story(trace, people, rng, wording.narration),
+            wording.question.format(word=word, place=trace.label(place)),
+            count_answer(names, wording.answer_form),
             meta={"relation": relation, "place": place, "items": sorted(there)},
         )
     ]

@@ -6,9 +6,10 @@ import random
 from typing import Any
 
 from e2wm.corpus.context import Context
-from e2wm.corpus.example import example, multiple_choice, options
+from e2wm.corpus.example import example, multiple_choice
 from e2wm.corpus.tasks.plans import SOURCES
 from e2wm.corpus.trace import Trace
+from e2wm.corpus.wording import Wording
 
 
 def _pools(trace: Trace, ctx: Context) -> tuple[list[str], list[str]] | None:
@@ -21,15 +22,7 @@ def _pools(trace: Trace, ctx: Context) -> tuple[list[str], list[str]] | None:
     return used, unused
 
 
-def _question(trace: Trace, choices: list[str], negated: bool) -> str:
-    word = "not used" if negated else "used"
-    return (
-        f"Activity: {trace.episode['activity']}.\nWhich of these items is {word} when doing this activity?\n"
-        f"{options(choices)}\nAnswer:"
-    )
-
-
-def housework_qa(trace: Trace, ctx: Context, rng: random.Random) -> list[dict[str, Any]]:
+def housework_qa(trace: Trace, ctx: Context, rng: random.Random, wording: Wording) -> list[dict[str, Any]]:
     pools = _pools(trace, ctx)
     if not pools or not pools[0] or len(pools[1]) < 3:
         return []
@@ -40,7 +33,9 @@ def housework_qa(trace: Trace, ctx: Context, rng: random.Random) -> list[dict[st
         example(
             "housework_qa",
             trace,
-            _question(trace, choices, False),
+            wording,
+            f"Activity: {trace.episode['activity']}.",
+            wording.question,
             answer,
             choices=choices,
             meta={"used": used},
@@ -48,7 +43,9 @@ def housework_qa(trace: Trace, ctx: Context, rng: random.Random) -> list[dict[st
     ]
 
 
-def housework_qa_negation(trace: Trace, ctx: Context, rng: random.Random) -> list[dict[str, Any]]:
+def housework_qa_negation(
+    trace: Trace, ctx: Context, rng: random.Random, wording: Wording
+) -> list[dict[str, Any]]:
     pools = _pools(trace, ctx)
     if not pools or len(pools[0]) < 3 or not pools[1]:
         return []
@@ -59,7 +56,9 @@ def housework_qa_negation(trace: Trace, ctx: Context, rng: random.Random) -> lis
         example(
             "housework_qa_negation",
             trace,
-            _question(trace, choices, True),
+            wording,
+            f"Activity: {trace.episode['activity']}.",
+            wording.question,
             answer,
             choices=choices,
             meta={"used": used},

@@ -6,12 +6,13 @@ import random
 from typing import Any
 
 from e2wm.corpus.context import Context
-from e2wm.corpus.example import example, first_pickups, options
-from e2wm.corpus.narration import cast, event, narrate
+from e2wm.corpus.example import example, first_pickups
+from e2wm.corpus.narration import cast, event, story
 from e2wm.corpus.trace import Trace
+from e2wm.corpus.wording import Wording
 
 
-def object_location(trace: Trace, ctx: Context, rng: random.Random) -> list[dict[str, Any]]:
+def object_location(trace: Trace, ctx: Context, rng: random.Random, wording: Wording) -> list[dict[str, Any]]:
     """Pick a moved object and an event after its first pick-up, told once; answer its room just before."""
     if trace.episode["agent"] != "random":
         return []
@@ -30,15 +31,13 @@ def object_location(trace: Trace, ctx: Context, rng: random.Random) -> list[dict
     obj, j = rng.choice(pairs)
     room = trace.name(trace.snapshots[j].rooms[obj])
     choices = [trace.name(r) for r in trace.rooms()]
-    prompt = (
-        " ".join(narrate(trace, people, rng))
-        + f"\nQuestion: Where was the {trace.label(obj)} before {events[j]}?\n{options(choices)}\nAnswer:"
-    )
     return [
         example(
             "object_location",
             trace,
-            prompt,
+            wording,
+            story(trace, people, rng, wording.narration),
+            wording.question.format(obj=trace.label(obj), event=events[j]),
             room,
             choices=choices,
             meta={"object": obj, "step": j, "room": trace.snapshots[j].rooms[obj]},

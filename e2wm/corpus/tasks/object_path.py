@@ -7,8 +7,9 @@ from typing import Any
 
 from e2wm.corpus.context import Context
 from e2wm.corpus.example import example, first_pickups, moved_objects
-from e2wm.corpus.narration import cast, narrate
+from e2wm.corpus.narration import cast, story
 from e2wm.corpus.trace import Trace
+from e2wm.corpus.wording import Wording
 
 
 def room_path(trace: Trace, obj: int) -> list[int]:
@@ -24,7 +25,7 @@ def room_path(trace: Trace, obj: int) -> list[int]:
     return path
 
 
-def object_path(trace: Trace, ctx: Context, rng: random.Random) -> list[dict[str, Any]]:
+def object_path(trace: Trace, ctx: Context, rng: random.Random, wording: Wording) -> list[dict[str, Any]]:
     """Pick a carried object that changed rooms; ask for its rooms in order."""
     if trace.episode["agent"] != "random":
         return []
@@ -33,16 +34,13 @@ def object_path(trace: Trace, ctx: Context, rng: random.Random) -> list[dict[str
         return []
     obj = rng.choice(candidates)
     path = room_path(trace, obj)
-    prompt = (
-        " ".join(narrate(trace, cast(trace, rng), rng))
-        + f"\nQuestion: From when it was first picked up, which rooms did the {trace.label(obj)} "
-        "pass through, in order?\nAnswer:"
-    )
     return [
         example(
             "object_path",
             trace,
-            prompt,
+            wording,
+            story(trace, cast(trace, rng), rng, wording.narration),
+            wording.question.format(obj=trace.label(obj)),
             ", ".join(trace.name(r) for r in path),
             meta={"object": obj, "rooms": path},
         )

@@ -6,8 +6,9 @@ import random
 from typing import Any
 
 from e2wm.corpus.context import Context
-from e2wm.corpus.example import example, multiple_choice, options, plan_text
+from e2wm.corpus.example import example, multiple_choice, plan_text
 from e2wm.corpus.trace import Trace
+from e2wm.corpus.wording import Wording
 
 SOURCES = ("replay", "mcts")
 _NOTABLE = {"OPEN": "open", "CLOSED": "closed", "ON": "on", "OFF": "off"}
@@ -45,47 +46,66 @@ def plan_episode(trace: Trace) -> dict[str, Any]:
     }
 
 
-def plan_generation(trace: Trace, ctx: Context, rng: random.Random) -> list[dict[str, Any]]:
-    """Activity, items and initial conditions -> the step-by-step plan."""
+def plan_generation(trace: Trace, ctx: Context, rng: random.Random, wording: Wording) -> list[dict[str, Any]]:
+    """Activity, items and initial conditions -> the step-by-step plan (sentences or numbered steps)."""
     if not _goal_directed(trace):
         return []
     items = list(dict.fromkeys(trace.name(i) for i in trace.objects))
     plan = plan_text(trace)
     given = f"Given items include {', '.join(items)}. {initial_conditions(trace)}".strip()
-    prompt = f"Activity: {trace.episode['activity']}.\n{given}\nWrite the steps to do the activity.\nPlan:"
+    context = f"Activity: {trace.episode['activity']}.\n{given}"
     return [
-        example("plan_generation", trace, prompt, plan, meta={"plan": plan, "episode": plan_episode(trace)})
+        example(
+            "plan_generation",
+            trace,
+            wording,
+            context,
+            wording.question,
+            plan_text(trace, wording.answer_form),
+            meta={"plan": plan, "episode": plan_episode(trace)},
+        )
     ]
 
 
-def _recognition_prompt(trace: Trace) -> str:
-    return f"Plan: {plan_text(trace)}\nWhat activity is this plan for?"
-
-
-def activity_recognition(trace: Trace, ctx: Context, rng: random.Random) -> list[dict[str, Any]]:
+def activity_recognition(
+    trace: Trace, ctx: Context, rng: random.Random, wording: Wording
+) -> list[dict[str, Any]]:
     """A plan -> the activity's name (generative)."""
     if not _goal_directed(trace):
         return []
-    activity = trace.episode["activity"]
-    prompt = _recognition_prompt(trace) + "\nActivity:"
-    return [example("activity_recognition", trace, prompt, activity, meta={"plan": plan_text(trace)})]
+    plan = plan_text(trace)
+    return [
+        example(
+            "activity_recognition",
+            trace,
+            wording,
+            f"Plan: {plan}",
+            wording.question,
+            trace.episode["activity"],
+            meta={"plan": plan},
+        )
+    ]
 
 
-def activity_recognition_mc(trace: Trace, ctx: Context, rng: random.Random) -> list[dict[str, Any]]:
+def activity_recognition_mc(
+    trace: Trace, ctx: Context, rng: random.Random, wording: Wording
+) -> list[dict[str, Any]]:
     """A plan -> the activity's name, among distractor activities."""
     if not _goal_directed(trace):
         return []
     activity = trace.episode["activity"]
     others = [a for a in ctx.activities if a != activity]
     choices = multiple_choice(activity, rng.sample(others, min(3, len(others))), rng)
-    prompt = f"{_recognition_prompt(trace)}\n{options(choices)}\nActivity:"
+    plan = plan_text(trace)
     return [
         example(
             "activity_recognition_mc",
             trace,
-            prompt,
+            wording,
+            f"Plan: {plan}",
+            wording.question,
             activity,
             choices=choices,
-            meta={"plan": plan_text(trace)},
+            meta={"plan": plan},
         )
     ]
