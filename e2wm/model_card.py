@@ -162,10 +162,11 @@ def _eval_results(results: dict | None, dataset_repo_id: str | None) -> list[Eva
         EvalResult(
             **task,
             dataset_type=RETENTION_ID,
-            dataset_name=f"general English prose, {row.get('source', 'pydoc')} (held out)",
+            dataset_name="general English text (held out)"
+            + (f", {row['source']}" if "source" in row else ""),
             metric_type="perplexity",
             metric_value=float(row["perplexity"]),
-            metric_name=f"retention perplexity ({row.get('source', 'pydoc')})",
+            metric_name="retention perplexity" + (f" ({row['source']})" if "source" in row else ""),
         )
         for row in results.get("retention") or []
         if row["variant"] == "fine-tuned" and row.get("perplexity") is not None
@@ -276,8 +277,8 @@ def _results(results: dict | None) -> str:
         "## Results\n\nOn the held-out test splits (`test_seen`: activities seen in training; `test_unseen`: "
     )
     text += (
-        "held-out activities; `*_transfer`: the same episodes asked in wordings and layouts never trained on, "
-        "`*_transfer_kshot` with solved examples in that layout first):\n\n" + "\n".join(lines)
+        "held-out activities; `*_transfer`: the same episodes asked in wordings and layouts never trained "
+        "on, `*_transfer_kshot` with solved examples in that layout first):\n\n" + "\n".join(lines)
     )
     by_length = results.get("by_length") or []
     if by_length:
