@@ -93,7 +93,7 @@ def frames(count: int, size: int) -> tuple[np.ndarray, str]:
     """``count`` frames of held-out rendered rollouts (several episodes back to back), else synthetic."""
     if ROLLOUTS.is_dir():
         from e2wm.multimodal.data import rollout_clips
-        from e2wm.simulator.virtualhome.render import RenderConfig
+        from e2wm.multimodal.render import RenderConfig
 
         clips, total = [], 0
         for clip in rollout_clips(ROLLOUTS, "test_seen", None, RenderConfig(size=size)):

@@ -142,7 +142,7 @@ def build(args: argparse.Namespace) -> None:
 
 def render(args: argparse.Namespace) -> None:
     """Render rollout episodes to top-down videos (NAME.mp4) with timestamped narration (NAME.json)."""
-    from e2wm.simulator.virtualhome.render import RenderConfig, render_rollouts
+    from e2wm.multimodal.render import RenderConfig, render_rollouts
 
     config = RenderConfig(size=args.size, fps=args.fps, pause_rate=args.pause_rate)
     paths = render_rollouts(
@@ -185,7 +185,7 @@ def stream(args: argparse.Namespace) -> None:
         clips = (directory[i] for i in range(len(directory))[: args.episodes])  # decoded as streamed
     else:
         from e2wm.multimodal.data import rollout_clips
-        from e2wm.simulator.virtualhome.render import RenderConfig
+        from e2wm.multimodal.render import RenderConfig
 
         config = RenderConfig(size=max(16, size + size % 2), fps=round(fps))
         clips = rollout_clips(args.rollouts, args.split, args.episodes, config)

@@ -163,7 +163,7 @@ def load_clips(
 
 def render(script: VideoScriptArguments, split: str, encoder: VideoEncoderConfig, train: bool) -> str:
     """Render a split of the rollouts into the cache (clips already there are kept) and return its path."""
-    from e2wm.simulator.virtualhome.render import RenderConfig, render_rollouts
+    from e2wm.multimodal.render import RenderConfig, render_rollouts
 
     episodes = script.episodes if train else script.eval_episodes
     size = max(16, encoder.image_size + encoder.image_size % 2)

@@ -14,10 +14,7 @@ from e2wm.agents.replay import replay
 from e2wm.cli import main
 from e2wm.collect import SCHEMA, write_parquet
 from e2wm.errors import E2WMError
-from e2wm.multimodal.video_io import VideoCaptionDirectory, load_captions, load_video
-from e2wm.simulator.virtualhome import resources
-from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator
-from e2wm.simulator.virtualhome.render import (
+from e2wm.multimodal.render import (
     TEMPLATES,
     RenderConfig,
     caption_slots,
@@ -27,6 +24,9 @@ from e2wm.simulator.virtualhome.render import (
     render_rollouts,
     write_clip,
 )
+from e2wm.multimodal.video_io import VideoCaptionDirectory, load_captions, load_video
+from e2wm.simulator.virtualhome import resources
+from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator
 
 CONFIG = RenderConfig(pause_rate=0.0)  # a fixed timeline: step k ends at frame lead_in + 8 (k + 1) - 1
 

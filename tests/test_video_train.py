@@ -19,10 +19,10 @@ from e2wm.cli import main
 from e2wm.errors import E2WMError
 from e2wm.multimodal import E2WMVideoForCausalLM, VideoEncoder
 from e2wm.multimodal.data import EVENT_CLASSES, IGNORE, clip_windows, event_labels
+from e2wm.multimodal.render import RenderConfig, render_episode, write_clip
 from e2wm.multimodal.video_io import Caption, Clip
 from e2wm.simulator.virtualhome import resources
 from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator
-from e2wm.simulator.virtualhome.render import RenderConfig, render_episode, write_clip
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = sorted((ROOT / "recipes").glob("video_*.yaml"))

@@ -23,8 +23,8 @@ from e2wm.errors import E2WMError
 from e2wm.multimodal.configuration import FRAMES_PER_STEP
 from e2wm.multimodal.encoder import VideoEncoder, frames_to_pixels
 from e2wm.multimodal.processing import E2WMVideoProcessor
+from e2wm.multimodal.render import TEMPLATES, RenderConfig, parse_caption, render_episode
 from e2wm.multimodal.video_io import Clip
-from e2wm.simulator.virtualhome.render import TEMPLATES, RenderConfig, parse_caption, render_episode
 
 # Stage-1 classes: what happened in a feature step, by the verb of its caption.
 EVENT_CLASSES: tuple[str, ...] = ("none", *TEMPLATES)

@@ -17,8 +17,8 @@ from typing import Any
 from rouge_score import rouge_scorer
 
 from e2wm.errors import E2WMError
+from e2wm.multimodal.render import parse_caption
 from e2wm.multimodal.video_io import Caption
-from e2wm.simulator.virtualhome.render import parse_caption
 
 
 @dataclass
