@@ -6,12 +6,12 @@ replay baseline at lambda 0 (``replay_fraction`` ``--replay``: that share of the
 prose of ``e2wm.general_text`` part "fisher", source pydoc). Each run trains into its own directory
 under ``--out`` (``lambda2000/``, ``replay0.2_lambda0/``; skipped when its adapter exists, whatever
 ``--max-steps`` was then, resumed from its last checkpoint otherwise), all sharing one Fisher file there.
-Evaluations and perplexities are cached in the run directories too (``eval/``, ``perplexity.json``).
+Evaluations are cached in the run directories too (``eval/``).
 
 Measures, per run:
 - general perplexity change (%) against the base model on the held-out "retention" part of each
-  general-text source, computed here with ``e2wm.eval.retention.retention_perplexity`` (24 evenly
-  spaced passages, 512 tokens; the adapter loaded with peft): "pydoc" (Python reference prose, the
+  general-text source, as `e2wm eval` reports it (``e2wm.eval.retention.retention_perplexity``: 24 evenly
+  spaced passages, 512 tokens): "pydoc" (Python reference prose, the
   genre the Fisher and replay come from) and "news" (Lee news articles from the gensim wheel, a genre
   neither sees);
 - the mean embodied gain on the transfer splits (``transfer_gain``: over tasks, (fine-tuned - base) /
@@ -53,7 +53,6 @@ import shutil
 import sys
 import tempfile
 import time
-import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,39 +207,9 @@ def report_vs_base(base: dict, tuned: dict, folder: Path) -> None:
     write_report(merged, folder)
 
 
-def general_perplexity(adapter: Path | None, folder: Path, setup: Setup) -> dict[str, float]:
-    """Retention perplexity on each general-text source, of the base model or base + ``adapter``
-    (cached in ``folder/perplexity.json`` for the same passages and length)."""
-    cache = folder / "perplexity.json"
-    key = {"passages": setup.passages, "max_length": setup.max_length}
-    if cache.exists():
-        saved = json.loads(cache.read_text())
-        if saved.get("settings") == key and set(saved["perplexity"]) == set(SOURCES):
-            return saved["perplexity"]
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from e2wm.eval.retention import retention_perplexity
-    from e2wm.models import resolve_model
-
-    path = resolve_model(setup.model)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
-    if adapter is not None:
-        with warnings.catch_warnings():  # peft calls a transformers method deprecated in 5.x
-            warnings.simplefilter("ignore", FutureWarning)
-            model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
-    result = {
-        source: retention_perplexity(model, tokenizer, setup.passages, setup.max_length, source).perplexity
-        for source in SOURCES
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps({"settings": key, "perplexity": result}, indent=2) + "\n")
-    return result
-
-
-# --- the report -----------------------------------------------------------------------------------------
+def general_perplexity(results: dict) -> dict[str, float]:
+    """Retention perplexity per general-text source, from an ``e2wm eval`` results.json (suite "all")."""
+    return {r["source"]: r["perplexity"] for r in results["retention"]}
 
 
 def change(ppl: float, base: float) -> float:
@@ -480,8 +449,8 @@ QUICK_OVERRIDES = [
 def measure(runs: list[Run], setup: Setup, out: Path) -> tuple[dict[str, float], dict[str, dict]]:
     """Train and evaluate every run; (base perplexity per source, per-run figures)."""
     fisher = out / "fisher.safetensors"
-    base_ppl = general_perplexity(None, out / "base", setup)
     base_results = eval_run(None, out / "base", setup)
+    base_ppl = general_perplexity(base_results)
     rows = {}
     for run in runs:
         folder = out / run.name
@@ -489,10 +458,9 @@ def measure(runs: list[Run], setup: Setup, out: Path) -> tuple[dict[str, float],
         how = train_run(run, folder, setup, fisher)
         print(f"[forgetting] {run.name}: {how} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
         if how == "trained":  # measurements of an earlier, unfinished adapter are stale
-            (folder / "perplexity.json").unlink(missing_ok=True)
             shutil.rmtree(folder / "eval", ignore_errors=True)
-        ppl = general_perplexity(folder, folder, setup)
         results = eval_run(folder, folder, setup)
+        ppl = general_perplexity(results)
         both = {"results": base_results["results"] + results["results"]}
         report_vs_base(base_results, results, folder / "vs_base")
         rows[run.name] = {

@@ -162,20 +162,14 @@ class Wording:
     narration: str
     answer_form: str
 
-    def ask(self, context: str, question: str, choices: list[str] | None = None) -> str:
-        """The prompt: context, the question with its label, the options if any, then the answer label."""
-        parts = [context] if context else []
-        parts.append(self.layout.question + question)
-        if choices:
-            parts.append(self.layout.list_options(choices))
-        parts.append(self.layout.answer)
-        return "\n".join(parts)
-
     def stem(self, context: str, question: str) -> str:
         """The prompt without options and answer label (kept in ``meta`` for other multiple-choice forms)."""
-        return "\n".join(
-            [context, self.layout.question + question] if context else [self.layout.question + question]
-        )
+        return "\n".join(part for part in (context, self.layout.question + question) if part)
+
+    def ask(self, context: str, question: str, choices: list[str] | None = None) -> str:
+        """The prompt: the stem, the options if any, then the answer label."""
+        options = [self.layout.list_options(choices)] if choices else []
+        return "\n".join([self.stem(context, question), *options, self.layout.answer])
 
 
 def draw(task: str, family: str, rng: random.Random) -> Wording:
