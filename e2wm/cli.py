@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import NoReturn
 
-from e2wm.errors import E2WMError
+from e2wm.errors import E2WMError, release, reported
+from e2wm.files import output_lock
 
 
 def collect(args: argparse.Namespace) -> None:
@@ -132,6 +136,10 @@ def build(args: argparse.Namespace) -> None:
         jsonl=args.jsonl,
         overwrite=args.overwrite,
     )
+    if args.push_to_hub:
+        from e2wm.hub import check_repo_id
+
+        check_repo_id(args.push_to_hub, "--push-to-hub")  # before the corpus is built, not after
     corpus = run_build(config, progress=not args.quiet)
     for split, ds in corpus.items():
         print(f"{split}: {len(ds)} examples")
@@ -215,9 +223,20 @@ def fisher(args: argparse.Namespace) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from e2wm.fisher import save_fisher
-    from e2wm.models import resolve_model
+    from e2wm.models import check_model, resolve_model
     from e2wm.train import estimate_fisher, factor
 
+    if args.samples < 1 or args.max_length < 2 or args.rank < 0:
+        raise E2WMError("--samples must be >= 1, --max-length >= 2 and --rank >= 0")
+    if args.data not in ("general", "model-samples") and not Path(args.data).exists():
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        try:
+            validate_repo_id(args.data)
+        except HFValidationError:
+            raise E2WMError(f"--data {args.data}: no such directory, nor a Hub dataset id") from None
+    check_model(args.model)
+    release()  # the input is checked: show what libraries said so far, and the progress from here on
     path = resolve_model(args.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
@@ -332,10 +351,15 @@ def build_parser() -> argparse.ArgumentParser:
     from e2wm.collect import AGENTS
     from e2wm.splits import SPLITS
 
-    parser = argparse.ArgumentParser(prog="e2wm", description=__doc__)
+    parser = Parser(prog="e2wm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    common = Parser(add_help=False)
+    common.add_argument(
+        "--verbose", action="store_true", help="show library warnings even when the command fails"
+    )
+    add = functools.partial(sub.add_parser, parents=[common])
 
-    p = sub.add_parser("collect", help=collect.__doc__, description=collect.__doc__)
+    p = add("collect", help=collect.__doc__, description=collect.__doc__)
     p.add_argument("--agent", choices=AGENTS, default="replay", help="rollout agent")
     p.add_argument(
         "--episodes",
@@ -370,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from e2wm.corpus.tasks import TASKS
 
-    p = sub.add_parser("build", help=build.__doc__, description=build.__doc__)
+    p = add("build", help=build.__doc__, description=build.__doc__)
     p.add_argument("--rollouts", required=True, help="directory of rollout shards from `e2wm collect`")
     p.add_argument("--out", required=True, help="directory to save the corpus to")
     p.add_argument(
@@ -401,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=build)
 
-    p = sub.add_parser(
+    p = add(
         "train",
         help="fine-tune with LoRA + EWC from a recipe",
         description=TRAIN_HELP,
@@ -409,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", help="recipe YAML; any recipe field can follow as --field value")
 
-    p = sub.add_parser("fisher", help=fisher.__doc__, description=fisher.__doc__)
+    p = add("fisher", help=fisher.__doc__, description=fisher.__doc__)
     p.add_argument("--model", default="smollm2-135m", help="embedded model name, Hub id or local path")
     p.add_argument(
         "--data",
@@ -428,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .safetensors file")
     p.set_defaults(func=fisher)
 
-    p = sub.add_parser("eval", help=evaluate.__doc__, description=evaluate.__doc__)
+    p = add("eval", help=evaluate.__doc__, description=evaluate.__doc__)
     p.add_argument("--model", default="smollm2-135m", help="embedded model name, Hub id or local path")
     p.add_argument("--adapter", default=None, help="PEFT adapter directory (from `e2wm train`)")
     p.add_argument("--corpus", default="outputs/demo/corpus", help="corpus directory from `e2wm build`")
@@ -471,12 +495,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=evaluate)
 
-    p = sub.add_parser("inspect", help=inspect.__doc__, description=inspect.__doc__)
+    p = add("inspect", help=inspect.__doc__, description=inspect.__doc__)
     p.add_argument("dir", help="directory of rollout shards, or of a corpus from `e2wm build`")
     p.add_argument("--steps", type=int, default=8, help="steps to show per example episode")
     p.set_defaults(func=inspect)
 
-    p = sub.add_parser("run", help=run.__doc__, description=run.__doc__)
+    p = add("run", help=run.__doc__, description=run.__doc__)
     p.add_argument("program", help="program file")
     p.add_argument(
         "--scene-graph", default=None, help="initial scene graph JSON (default: the program's shipped graph)"
@@ -489,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=run)
 
-    p = sub.add_parser("render", help=render.__doc__, description=render.__doc__)
+    p = add("render", help=render.__doc__, description=render.__doc__)
     p.add_argument("--rollouts", required=True, help="directory of rollout shards from `e2wm collect`")
     p.add_argument("--out", required=True, help="directory for the clips (finished clips are skipped)")
     p.add_argument("--episodes", type=int, default=None, help="render only the first N episodes (by id)")
@@ -507,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=render)
 
-    p = sub.add_parser("stream", help=stream.__doc__, description=stream.__doc__)
+    p = add("stream", help=stream.__doc__, description=stream.__doc__)
     p.add_argument("--model", required=True, help="video model directory (e2wm.train_video stage 2 or 3)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--video", default=None, help="a video file (scored if FILE.json has its captions)")
@@ -520,7 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--realtime", action="store_true", help="feed frames at the video's rate, not at once")
     p.set_defaults(func=stream)
 
-    p = sub.add_parser("push", help=push.__doc__, description=push.__doc__)
+    p = add("push", help=push.__doc__, description=push.__doc__)
     p.add_argument("--adapter", required=True, help="adapter directory from `e2wm train`")
     p.add_argument("--repo-id", required=True, metavar="USER/NAME", help="model repo to push to")
     p.add_argument("--merge", action="store_true", help="push the base model with the adapter merged in")
@@ -535,6 +559,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (``e2wm CMD: error: ...``, exit 2), like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["train"] and argv[1:2] not in (["-h"], ["--help"]):
@@ -544,16 +575,18 @@ def main(argv: list[str] | None = None) -> None:
         train_main(argv[1:])
         return
     args = build_parser().parse_args(argv)
-    try:
+    with reported(args.command, args.verbose), _output_lock(args):
         args.func(args)
-    except E2WMError as exc:
-        print(f"e2wm {args.command}: error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except BrokenPipeError:  # output piped into a pager or head that closed early
-        sys.stderr.close()
-    except KeyboardInterrupt:
-        print(f"e2wm {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
-        raise SystemExit(130) from None
+
+
+def _output_lock(args: argparse.Namespace) -> contextlib.AbstractContextManager:
+    """The lock on the command's output (``--out``, or ``--dry-run`` of push): one writer at a time;
+    collect runs on separate shard ranges may share a directory."""
+    out = getattr(args, "out", None) or getattr(args, "dry_run", None)
+    if out is None:
+        return contextlib.nullcontext()
+    shards = getattr(args, "shard_range", None)
+    return output_lock(out, "shards-{}-{}".format(*shards) if shards else "")
 
 
 if __name__ == "__main__":

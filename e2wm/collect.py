@@ -24,7 +24,8 @@ from e2wm.agents.explore import ExploreConfig, explore_episode
 from e2wm.agents.goals import goal_from_graphs
 from e2wm.agents.mcts import MCTSConfig, plan_episode
 from e2wm.agents.replay import replay
-from e2wm.errors import E2WMError
+from e2wm.errors import E2WMError, release
+from e2wm.files import staged_file
 from e2wm.simulator.virtualhome import resources
 from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator
 from e2wm.simulator.virtualhome.resources import Program
@@ -183,9 +184,8 @@ def shard_files(directory: str | os.PathLike) -> list[Path]:
 
 def write_parquet(table: pa.Table, path: Path) -> None:
     """Write, then rename: a reader never sees a half-written file."""
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    with staged_file(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
 
 
 _WORKER: dict[str, Any] = {}
@@ -219,6 +219,9 @@ def collect(config: CollectConfig, progress: bool = True) -> list[Path]:
         _user_graph(config.scene_graph)
     n = num_episodes(config, len(programs))
     n_shards = math.ceil(n / config.shard_size)
+    first, last = config.shard_range or (0, n_shards)
+    if not 0 <= first < last <= n_shards:
+        raise E2WMError(f"--shard-range {first}:{last} is outside 0:{n_shards}")
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / f".{config.agent}-manifest.json"  # hidden: load_dataset skips it
@@ -232,19 +235,16 @@ def collect(config: CollectConfig, progress: bool = True) -> list[Path]:
                 f"{', '.join(changed)}); use another --out or remove them"
             )
     else:
-        tmp = manifest_path.with_name(".tmp" + manifest_path.name)
-        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-        os.replace(tmp, manifest_path)
+        with staged_file(manifest_path) as tmp:
+            tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
     for stale in out.glob(f".tmp-*-{config.agent}-*.parquet"):
         stale.unlink()
-    first, last = config.shard_range or (0, n_shards)
-    if not 0 <= first < last <= n_shards:
-        raise E2WMError(f"--shard-range {first}:{last} is outside 0:{n_shards}")
     shards = [
         (k * config.shard_size, min(n, (k + 1) * config.shard_size), k, shard_path(config, k, n_shards))
         for k in range(first, last)
     ]
     todo = [job for job in shards if not job[3].exists()]
+    release()  # the input is checked: show what libraries said so far, and the progress from here on
     bar = tqdm(
         total=sum(stop - start for start, stop, _, _ in shards),
         disable=not progress,

@@ -1,18 +1,30 @@
 """Training configs: e2wm's own dataclasses, parsed with TRL's ``SFTConfig`` and ``ModelConfig``.
 
 A recipe is one YAML mapping whose keys are fields of these four dataclasses; ``TrlParser`` reads it
-(``--config recipe.yaml``) and command-line flags override it (``--learning_rate 1e-4``).
+(``--config recipe.yaml``) and command-line flags override it (``--learning_rate 1e-4``). ``parse``
+checks the whole configuration first (unknown keys with a "did you mean", values of the wrong type,
+values out of range, the Fisher file) so that a bad one fails in one line before any data
+set or model is loaded.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
+import typing
+import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+import yaml
 from trl import ModelConfig, SFTConfig, TrlParser
 
 from e2wm.corpus.tasks import TASKS
-from e2wm.errors import E2WMError
+from e2wm.errors import E2WMError, did_you_mean
+from e2wm.eval.suite import SUITES
+from e2wm.files import check_safetensors
 from e2wm.general_text import SOURCES
 
 
@@ -60,6 +72,15 @@ class ScriptArguments:
 
     def __post_init__(self) -> None:
         self.check_replay()
+        for name in ("max_train_examples", "eval_limit"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise E2WMError(f"{name} must be 1 or more (or unset), got {value}")
+        if self.eval_suite is not None and self.eval_suite not in SUITES:
+            raise E2WMError(
+                f"unknown eval_suite {self.eval_suite!r}: choose one of {', '.join(SUITES)}"
+                + did_you_mean(self.eval_suite, SUITES)
+            )
         unknown = sorted(set(self.tasks or ()) - set(TASKS)) + sorted(set(self.weights()) - set(TASKS))
         if unknown:
             raise E2WMError(f"unknown task(s) {', '.join(unknown)}: choose from {', '.join(TASKS)}")
@@ -103,11 +124,152 @@ class EWCConfig:
         default=0, metadata={"help": "> 0: store F factored at this rank (fast exact path)"}
     )
 
-
-def parser() -> TrlParser:
-    return TrlParser((ScriptArguments, SFTConfig, ModelConfig, EWCConfig))
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.ewc_lambda) and self.ewc_lambda >= 0):
+            raise E2WMError(
+                f"ewc_lambda must be a finite number >= 0, got {self.ewc_lambda:g} "
+                "(a negative penalty would reward forgetting)"
+            )
+        if self.fisher_samples < 1:
+            raise E2WMError(f"fisher_samples must be 1 or more, got {self.fisher_samples}")
+        if self.fisher_max_length < 2:
+            raise E2WMError(f"fisher_max_length must be 2 tokens or more, got {self.fisher_max_length}")
+        if self.fisher_rank < 0:
+            raise E2WMError(f"fisher_rank must be 0 (full) or more, got {self.fisher_rank}")
+        if self.ewc_lambda > 0 and self.fisher_path and Path(self.fisher_path).exists():
+            check_safetensors(self.fisher_path, "fisher_path")
 
 
 def parse(argv: list[str] | None = None) -> tuple[ScriptArguments, SFTConfig, ModelConfig, EWCConfig]:
-    """Parse ``--config recipe.yaml`` and command-line overrides into the four configs."""
-    return tuple(parser().parse_args_and_config(argv))  # type: ignore[return-value]
+    """Parse ``--config recipe.yaml`` and command-line overrides into the four configs, checked."""
+    script, training, model_args, ewc = parse_recipe(
+        (ScriptArguments, SFTConfig, ModelConfig, EWCConfig), argv
+    )
+    check_training(training, model_args)
+    return script, training, model_args, ewc
+
+
+YAML_ONLY = ("env",)  # TrlParser: environment variables to set
+
+
+def parse_recipe(classes: tuple[type, ...], argv: list[str] | None = None) -> tuple[Any, ...]:
+    """``TrlParser(classes)`` on ``argv``, after checking every recipe key and flag (known, of the right
+    type), with TRL's and transformers' own checks of the values turned into one-line errors."""
+    argv = list(argv or [])
+    fields = recipe_fields(classes)
+    check_flags(argv, fields)
+    if "--config" in argv:
+        check_recipe(argv[argv.index("--config") + 1], fields)
+    try:
+        with warnings.catch_warnings():
+            # TRL's SFTConfig default sets transformers' renamed gradient_checkpointing: harmless noise
+            warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
+            return tuple(TrlParser(classes).parse_args_and_config(argv))
+    except ValueError as exc:  # transformers' and TRL's own checks of the arguments
+        raise E2WMError(f"bad training config: {_first_line(exc)}") from None
+
+
+def recipe_fields(classes: tuple[type, ...]) -> dict[str, Any]:
+    """Every recipe key of ``classes``: field name -> its type (Optional stripped)."""
+    fields = {}
+    for cls in classes:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.init:
+                kinds = [t for t in typing.get_args(hints[f.name]) if t is not type(None)]
+                fields[f.name] = kinds[0] if len(kinds) == 1 else hints[f.name]
+    return fields
+
+
+def check_flags(argv: list[str], fields: dict[str, Any]) -> None:
+    """Every ``--flag`` names a recipe field (``--no_X`` a boolean one); --config names a file."""
+    for i, arg in enumerate(argv):
+        if not arg.startswith("--"):
+            continue
+        name = arg[2:].split("=", 1)[0].replace("-", "_")
+        if name == "config":
+            if i + 1 >= len(argv):
+                raise E2WMError("--config needs a recipe file")
+            continue
+        if name.startswith("no_") and fields.get(name[3:]) is bool:
+            continue
+        if name in fields:
+            value = arg.split("=", 1)[1] if "=" in arg else argv[i + 1] if i + 1 < len(argv) else None
+            if fields[name] is not bool and value is None:
+                raise E2WMError(f"--{name} needs a value")
+            if value is not None and not value.startswith("--") and not _fits(value, fields[name]):
+                raise E2WMError(f"--{name} must be {_describe(fields[name])}, got {value!r}")
+            continue
+        raise E2WMError(f"unknown flag --{name}{did_you_mean(f'--{name}', [f'--{f}' for f in fields])}")
+
+
+def check_recipe(path: str, fields: dict[str, Any]) -> None:
+    """The recipe at ``path`` is a YAML mapping of known keys whose values have their fields' types."""
+    try:
+        recipe = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise E2WMError(f"recipe {path}: no such file") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise E2WMError(f"recipe {path}: not readable YAML ({_first_line(exc)})") from None
+    if not isinstance(recipe, dict):
+        raise E2WMError(f"recipe {path}: not a YAML mapping of fields to values")
+    for key, value in recipe.items():
+        if key in YAML_ONLY:
+            continue
+        if key not in fields:
+            raise E2WMError(f"recipe {path}: unknown key {key!r}{did_you_mean(str(key), fields)}")
+        if not _fits(value, fields[key]):
+            raise E2WMError(f"recipe {path}: {key} must be {_describe(fields[key])}, got {value!r}")
+
+
+def _fits(value: Any, kind: Any) -> bool:
+    """Whether a YAML value can stand for a field of type ``kind`` (argparse converts strings later)."""
+    if value is None or kind not in (bool, int, float):
+        return True  # None unsets; other types are checked by the dataclasses themselves
+    if kind is bool:
+        return isinstance(value, bool) or str(value).lower() in ("true", "false", "yes", "no", "1", "0")
+    if isinstance(value, bool):
+        return False
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        return False
+    return kind is float or number == float(value)
+
+
+def _describe(kind: Any) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number"}.get(kind, str(kind))
+
+
+def check_training(training: SFTConfig, model_args: ModelConfig) -> None:
+    """Ranges of the TRL and transformers fields that their own checks let through."""
+    positive = {
+        "learning_rate": training.learning_rate,
+        "per_device_train_batch_size": training.per_device_train_batch_size,
+        "per_device_eval_batch_size": training.per_device_eval_batch_size,
+        "gradient_accumulation_steps": training.gradient_accumulation_steps,
+        "logging_steps": training.logging_steps,
+        "max_length": training.max_length,
+        "save_total_limit": training.save_total_limit,
+    }
+    if training.max_steps <= 0:
+        positive["num_train_epochs"] = training.num_train_epochs
+    if model_args.use_peft:
+        positive |= {"lora_r": model_args.lora_r, "lora_alpha": model_args.lora_alpha}
+    for name, value in positive.items():
+        if value is not None and not value > 0:
+            raise E2WMError(f"{name} must be > 0, got {value}")
+    for name in ("warmup_steps", "weight_decay"):
+        if getattr(training, name) < 0:
+            raise E2WMError(f"{name} must be >= 0, got {getattr(training, name)}")
+    if training.max_steps == 0 or training.max_steps < -1:
+        raise E2WMError(f"max_steps must be -1 (use num_train_epochs) or >= 1, got {training.max_steps}")
+    if not 0.0 <= model_args.lora_dropout < 1.0:
+        raise E2WMError(f"lora_dropout must be in [0, 1), got {model_args.lora_dropout}")
+    resume = training.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() not in ("true", "false") and not Path(resume).is_dir():
+        raise E2WMError(f"resume_from_checkpoint {resume}: no such checkpoint directory")
+
+
+def _first_line(exc: BaseException) -> str:
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)

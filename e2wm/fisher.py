@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from e2wm.errors import E2WMError
+from e2wm.files import staged_file
 
 SOURCES = ("empirical", "model")
 DEFAULT_TARGETS = ("q_proj", "v_proj")
@@ -473,12 +474,8 @@ def save_fisher(path: str | os.PathLike, fisher: dict[str, Tensor], metadata: di
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: t.detach().to("cpu", torch.float32).contiguous() for name, t in fisher.items()}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with staged_file(path) as tmp:
         save_file(tensors, str(tmp), metadata={str(k): str(v) for k, v in metadata.items()})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

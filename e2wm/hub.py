@@ -13,7 +13,6 @@ import contextlib
 import functools
 import hashlib
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 from huggingface_hub import ModelCard
 
 from e2wm.errors import E2WMError
+from e2wm.files import check_safetensors
 from e2wm.model_card import base_model_id, embedded_base, model_card, validate_results
 from e2wm.recipe import RECIPE_NAME, e2wm_version, read_recipe
 
@@ -33,8 +33,6 @@ TOKENIZER_FILES = (
     "chat_template.jinja", "chat_template.json", "tokenizer.model", "vocab.json", "vocab.txt", "merges.txt",
 )  # fmt: skip
 CORPUS_COLUMNS = {"prompt", "completion", "task"}
-# bitsandbytes (imported by trl and peft) warns on every CPU import about an optional kernel package.
-logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -54,6 +52,7 @@ def read_adapter(adapter: str | Path) -> dict:
         raise E2WMError(f"{adapter}: no {ADAPTER_CONFIG}; not a PEFT adapter directory")
     if not (folder / ADAPTER_WEIGHTS).is_file():
         raise E2WMError(f"{adapter}: no {ADAPTER_WEIGHTS} (only safetensors weights are pushed)")
+    check_safetensors(folder / ADAPTER_WEIGHTS, "adapter weights")
     try:
         config = json.loads((folder / ADAPTER_CONFIG).read_text())
     except (UnicodeDecodeError, ValueError) as exc:
@@ -180,9 +179,9 @@ def push(
     """
     folder = Path(adapter)
     adapter_config = read_adapter(folder)
-    _check_repo_id(repo_id, "--repo-id")
+    check_repo_id(repo_id, "--repo-id")
     if dataset_repo_id is not None:
-        _check_repo_id(dataset_repo_id, "--dataset-repo-id")
+        check_repo_id(dataset_repo_id, "--dataset-repo-id")
     if dataset is not None and dataset_repo_id is None:
         raise E2WMError("--dataset needs --dataset-repo-id (the dataset repo to push it to)")
     corpus = read_corpus(dataset) if dataset is not None else None
@@ -262,7 +261,7 @@ def _dry_run(out: Path, stage_to: Callable[[Path], None]) -> str:
     return str(out)
 
 
-def _check_repo_id(value: str, flag: str) -> None:
+def check_repo_id(value: str, flag: str) -> None:
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
 

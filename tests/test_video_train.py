@@ -277,7 +277,7 @@ def test_bad_training_configs_exit_2_with_one_line(stages, clips, tmp_path, caps
         ),
         (["--stage", "1", *base, "--window_frames", "30"], "multiple of 4"),
         (["--stage", "1", *base, "--stage_channels", "8", "16"], "same length"),
-        (["--config", str(tmp_path / "missing.yaml")], "bad configuration"),
+        (["--config", str(tmp_path / "missing.yaml")], "no such file"),
     ]
     for argv, message in bad:
         with pytest.raises(SystemExit) as exit_info:

@@ -14,9 +14,7 @@ temporary directory and renamed into place.
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +30,8 @@ from e2wm.corpus.context import Context
 from e2wm.corpus.tasks import TASKS, TRACKING_TASKS
 from e2wm.corpus.trace import trace_episode
 from e2wm.corpus.wording import draw
-from e2wm.errors import E2WMError
+from e2wm.errors import E2WMError, release
+from e2wm.files import staged
 from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator
 from e2wm.splits import SPLITS
 
@@ -178,6 +177,7 @@ def build(config: BuildConfig, progress: bool = True) -> datasets.DatasetDict:
     if out.exists() and any(out.iterdir()) and not config.overwrite:
         raise E2WMError(f"{out} exists and is not empty; pass --overwrite to replace it")
     episodes = load_episodes(config.rollouts)
+    release()  # the input is checked: show what libraries said so far, and the progress from here on
     examples = build_examples(episodes, config, progress)
     if not examples:
         raise E2WMError(
@@ -196,18 +196,14 @@ def build(config: BuildConfig, progress: bool = True) -> datasets.DatasetDict:
             for split in CORPUS_SPLITS
         }
     )
-    tmp = out.with_name(f".tmp-{out.name}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    corpus.save_to_disk(str(tmp))
     agents = dict(sorted(Counter(e["agent"] for e in episodes).items()))
-    (tmp / "README.md").write_text(dataset_card(corpus, config, agents, dropped))
-    if config.jsonl:
-        (tmp / "jsonl").mkdir()
-        for split, ds in corpus.items():
-            ds.to_json(str(tmp / "jsonl" / f"{split}.jsonl"), lines=True)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    with staged(out) as tmp:
+        corpus.save_to_disk(str(tmp))
+        (tmp / "README.md").write_text(dataset_card(corpus, config, agents, dropped))
+        if config.jsonl:
+            (tmp / "jsonl").mkdir()
+            for split, ds in corpus.items():
+                ds.to_json(str(tmp / "jsonl" / f"{split}.jsonl"), lines=True)
     return corpus
 
 

@@ -34,11 +34,8 @@ import contextlib
 import datetime
 import hashlib
 import json
-import logging
 import math
-import os
 import random
-import shutil
 import sys
 import warnings
 from collections import defaultdict
@@ -49,12 +46,13 @@ from typing import Any
 
 from e2wm.corpus.build import TRANSFER_SPLITS
 from e2wm.corpus.tasks import MULTIPLE_CHOICE, TASKS, TRACKING_TASKS
-from e2wm.errors import E2WMError
+from e2wm.errors import E2WMError, release
 from e2wm.eval.mc_forms import FORMS, as_form
 from e2wm.eval.metrics import METRICS
 from e2wm.eval.scoring import NORMALIZATIONS, Z_95, wilson_interval
+from e2wm.files import check_safetensors, staged
 from e2wm.hub import sha256_file
-from e2wm.models import DEFAULT_MODEL
+from e2wm.models import DEFAULT_MODEL, check_adapter_fits, check_model
 
 FORMAT = "e2wm-eval/1"
 SUITES = ("embodied", "general", "all")
@@ -272,25 +270,28 @@ def plan_episodes(examples: Sequence[dict], corpus: str) -> list[dict[str, Any]]
     return episodes
 
 
-def adapter_sha256(adapter: str) -> str:
-    """Check that ``adapter`` is a PEFT adapter directory; the sha256 of its adapter_model.safetensors."""
+def adapter_sha256(adapter: str, model: str) -> str:
+    """Check that ``adapter`` is a PEFT adapter directory whose weights are whole and fit ``model``
+    (before either is loaded); the sha256 of its adapter_model.safetensors."""
     path = Path(adapter)
     if not path.is_dir():
         raise E2WMError(f"adapter {adapter}: no such directory")
     if not (path / "adapter_config.json").is_file():
         raise E2WMError(f"adapter {adapter} has no adapter_config.json (not a PEFT adapter directory)")
+    try:
+        json.loads((path / "adapter_config.json").read_text())
+    except (UnicodeDecodeError, ValueError):
+        raise E2WMError(f"adapter {adapter}: adapter_config.json is not JSON") from None
     weights = path / "adapter_model.safetensors"
     if not weights.is_file():
         raise E2WMError(f"adapter {adapter} has no adapter_model.safetensors")
+    check_adapter_fits(check_safetensors(weights, "adapter weights"), model, adapter)
     return sha256_file(weights)
 
 
 def load_model(config: EvalConfig) -> tuple[Any, Any]:
     """(model, tokenizer): float32 on CPU from safetensors, wrapped with the adapter if there is one."""
     import torch
-
-    # bitsandbytes (imported by peft) logs on CPU that an optional 4-bit kernel is missing; it is not used
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as transformers_logging
@@ -577,7 +578,9 @@ def evaluate(config: EvalConfig, progress: bool = False) -> dict[str, Any]:
     samples = prompted(sample_examples(splits, config), config) if embodied else {}
     plans = [ex for (_, task), exs in samples.items() if task == "plan_generation" for ex in exs]
     plan_episodes(plans, config.corpus)  # fail before loading any model
-    sha = adapter_sha256(config.adapter) if config.adapter is not None else None
+    check_model(config.model)
+    sha = adapter_sha256(config.adapter, config.model) if config.adapter is not None else None
+    release()  # the input is checked: show what libraries said so far, and the progress from here on
     by_task: dict[str, list[tuple[str, dict]]] = defaultdict(list)
     for (split, task), exs in samples.items():
         by_task[task] += [(split, ex) for ex in exs]
@@ -660,14 +663,9 @@ def write_outputs(results: dict[str, Any], records: Sequence[dict[str, Any]], ou
     """results.json, predictions.jsonl, results.md and the charts, into a temporary dir renamed to ``out``."""
     from e2wm.eval.report import write_report
 
-    tmp = out.with_name(f".tmp-{out.name}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    (tmp / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    with (tmp / "predictions.jsonl").open("w") as f:
-        for record in records:
-            f.write(json.dumps(record) + "\n")
-    write_report(results, tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    with staged(out) as tmp:
+        (tmp / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        with (tmp / "predictions.jsonl").open("w") as f:
+            for record in records:
+                f.write(json.dumps(record) + "\n")
+        write_report(results, tmp)

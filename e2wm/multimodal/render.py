@@ -41,7 +41,7 @@ from virtualhome_eval.simulation.evolving_graph.environment import Relation
 
 from e2wm.corpus.build import load_episodes
 from e2wm.corpus.trace import initial_graph
-from e2wm.errors import E2WMError
+from e2wm.errors import E2WMError, release
 from e2wm.multimodal.video_io import Caption, Clip
 from e2wm.simulator.protocol import Action
 from e2wm.simulator.virtualhome import resources
@@ -649,6 +649,7 @@ def render_rollouts(
     for stale in out.glob(".tmp-*"):
         stale.unlink()
     todo = [e for e in rows if not (out / f"{e['episode_id']}.json").exists()]
+    release()  # the input is checked: show what libraries said so far, and the progress from here on
     bar = tqdm(
         total=len(rows), initial=len(rows) - len(todo), desc="render", unit="episode", disable=not progress
     )

@@ -1,0 +1,127 @@
+"""Jobs killed at a random point (``kill -9`` of the whole process group): rerunning the same command
+gives what an uninterrupted run gives, and the killed run left nothing half-written at its output.
+
+build, fisher and eval do not resume: they write under a temporary name and rename when done, so a kill
+leaves the output absent or complete. (collect and train resume; their kill tests are in
+test_collect.py and test_train.py.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import datasets
+import pytest
+from safetensors.torch import load_file
+from tiny_lm import save_tiny_eval_corpus, save_tiny_lm
+
+from e2wm import cli
+from e2wm.collect import CollectConfig, collect
+from e2wm.files import lock_path
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("inputs")
+    collect(CollectConfig(agent="replay", out=str(root / "rollouts"), episodes=20), progress=False)
+    return {
+        "rollouts": root / "rollouts",
+        "lm": save_tiny_lm(root / "lm"),
+        "corpus": save_tiny_eval_corpus(root / "corpus"),
+    }
+
+
+def _kill_midway(argv: list[str], out: Path, seed: int) -> None:
+    """Run ``e2wm ARGV`` in its own process group; once it holds its output lock (its input checked,
+    its work begun), wait a random 0-2 s and kill the group with SIGKILL (if it has not finished)."""
+    job = subprocess.Popen(
+        [sys.executable, "-m", "e2wm.cli", *argv],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while not lock_path(out).exists() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(random.Random(seed).uniform(0.0, 2.0))
+    if job.poll() is None:
+        os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+
+
+def _corpus(out: Path) -> dict:
+    corpus = datasets.load_from_disk(str(out))
+    return {split: corpus[split].to_dict() for split in corpus} | {"card": (out / "README.md").read_text()}
+
+
+def _fisher(out: Path) -> dict:
+    return {name: t.tolist() for name, t in load_file(out).items()}
+
+
+def _results(out: Path) -> list:
+    return json.loads((out / "results.json").read_text())["results"]
+
+
+JOBS: dict[str, tuple[Callable[[dict[str, Path], Path], list[str]], Callable[[Path], object]]] = {
+    "build": (
+        lambda i, out: ["build", "--rollouts", str(i["rollouts"]), "--out", str(out), "--quiet"],
+        _corpus,
+    ),
+    "fisher": (
+        lambda i, out: [
+            "fisher",
+            "--model",
+            str(i["lm"]),
+            "--samples",
+            "8",
+            "--max-length",
+            "32",
+            "--out",
+            str(out),
+        ],
+        _fisher,
+    ),
+    "eval": (
+        lambda i, out: [
+            "eval",
+            "--model",
+            str(i["lm"]),
+            "--corpus",
+            str(i["corpus"]),
+            "--limit",
+            "2",
+            "--no-transfer-kshot",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        _results,
+    ),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("job", list(JOBS))
+def test_a_killed_job_leaves_nothing_half_written_and_a_rerun_gives_the_same(job, inputs, tmp_path) -> None:
+    argv_of, read = JOBS[job]
+    reference = tmp_path / "reference"
+    cli.main(argv_of(inputs, reference))
+    out = tmp_path / "out"
+    _kill_midway(argv_of(inputs, out), out, seed=sum(map(ord, job)))
+    if out.exists():  # it finished before the kill: then it is whole
+        assert read(out) == read(reference)
+    else:
+        cli.main(argv_of(inputs, out))  # the same command again
+        assert read(out) == read(reference)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "reference"]  # no temporary, no lock
