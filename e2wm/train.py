@@ -26,6 +26,7 @@ from trl import ModelConfig, SFTConfig, get_peft_config, get_quantization_config
 
 from e2wm import general_text
 from e2wm.config import EWCConfig, ScriptArguments, parse
+from e2wm.corpus.read import open_corpus
 from e2wm.errors import E2WMError, release, reported
 from e2wm.eval.suite import EvalConfig, evaluate
 from e2wm.ewc import factorize
@@ -41,14 +42,7 @@ COLUMNS = ("prompt", "completion", "weight")
 
 def load_corpus(script: ScriptArguments, split: str) -> datasets.Dataset:
     """One split of the corpus, reduced to prompt, completion and weight (with ``task_weights`` applied)."""
-    try:
-        corpus = (
-            datasets.load_from_disk(script.dataset)
-            if Path(script.dataset).exists()
-            else datasets.load_dataset(script.dataset)
-        )
-    except Exception as exc:  # noqa: BLE001  # datasets raises many types for a bad path or repo
-        raise E2WMError(f"cannot load corpus {script.dataset}: {str(exc).splitlines()[0]}") from None
+    corpus = open_corpus(script.dataset)
     if split not in corpus:
         raise E2WMError(f"corpus {script.dataset} has no split {split!r} (it has {', '.join(corpus)})")
     ds = corpus[split]

@@ -26,7 +26,7 @@ import transformers
 from peft import LoraConfig, get_peft_model
 from tiny_lm import save_tiny_corpus, save_tiny_eval_corpus, save_tiny_lm
 
-from e2wm import cli
+from e2wm import cli, train_video
 from e2wm.collect import CollectConfig, collect, shard_files
 from e2wm.errors import E2WMError, reported
 from e2wm.simulator.virtualhome import resources
@@ -279,9 +279,24 @@ ROWS: dict[str, Row] = {
     "train: replay fraction of 1": (lambda i: _train(i, "--replay_fraction", "1"), "replay_fraction"),
     "train: unknown task": (lambda i: _train(i, "--tasks", "juggling"), "unknown task"),
     "train: unknown eval suite": (lambda i: _train(i, "--eval_suite", "embodyed"), "did you mean embodied"),
-    "train: missing corpus": (
-        lambda i: _train(i, "--dataset", str(i.root / "no_corpus")),
+    "train: missing corpus": (lambda i: _train(i, "--dataset", str(i.root / "nope")), "no such directory"),
+    "train: folder without a corpus": (
+        lambda i: _train(i, "--dataset", str(Path(i.file("empty/notes.txt", "")).parent)),
+        "nor JSONL or Parquet split files",
+    ),
+    "train: JSONL corpus with a broken line": (
+        lambda i: _train(i, "--dataset", _jsonl_corpus(i, "j1", broken=True)),
         "cannot load corpus",
+    ),
+    "train: Parquet split file not Parquet": (
+        lambda i: _train(
+            i, "--dataset", str(Path(i.file("pq/train-00000-of-00001.parquet", b"PAR1")).parent)
+        ),
+        "cannot load corpus",
+    ),
+    "eval: JSONL corpus without test splits": (
+        lambda i: _eval(i, "--corpus", _jsonl_corpus(i, "j2", broken=False)),
+        "has no split",
     ),
     "train: corpus of the wrong columns": (
         lambda i: _train(i, "--dataset", i.copy(i.corpus, "c1", lambda p: _drop_column(p, "completion"))),
@@ -435,7 +450,54 @@ ROWS: dict[str, Row] = {
         ],
         "another",
     ),  # fmt: skip
+    # train_video: clips of video and caption JSON
+    "train_video: caption JSON not JSON": (lambda i: _video(i, "v1", captions="{"), "not valid JSON"),
+    "train_video: caption without text": (
+        lambda i: _video(i, "v2", captions='{"captions": [{"time": 0.5, "text": ""}]}'),
+        "non-empty 'text'",
+    ),
+    "train_video: captions out of order": (
+        lambda i: _video(
+            i, "v3", captions='{"captions": [{"time": 2, "text": "b"}, {"time": 1, "text": "a"}]}'
+        ),
+        "not sorted by time",
+    ),
+    "train_video: video without its captions": (lambda i: _video(i, "v4", captions=None), "no caption file"),
+    "train_video: video not a video": (lambda i: _video(i, "v5"), "cannot decode video"),
 }
+
+
+def _video(
+    i: Inputs, name: str, captions: str | None = '{"captions": [{"time": 0.5, "text": "a"}]}'
+) -> list[str]:
+    """``train_video`` stage 1 on a directory of one clip: a file that is not a video, and ``captions``."""
+    clip = Path(i.file(f"{name}/clip.mp4", b"\x00\x00\x00\x18ftypmp42 not really a video"))
+    if captions is not None:
+        clip.with_suffix(".json").write_text(captions)
+    return [
+        "train_video",
+        "--stage",
+        "1",
+        "--clips",
+        str(clip.parent),
+        "--output_dir",
+        "OUT",
+        "--use_cpu",
+        "true",
+    ]
+
+
+def _jsonl_corpus(i: Inputs, name: str, broken: bool) -> str:
+    """A folder of JSONL split files (as ``e2wm build --jsonl`` exports) of the tiny train corpus."""
+    corpus = datasets.load_from_disk(str(i.corpus))
+    folder = i.root / name
+    folder.mkdir(parents=True)
+    for split in corpus:
+        corpus[split].to_json(str(folder / f"{split}.jsonl"), lines=True)
+    if broken:
+        with (folder / "train.jsonl").open("a") as f:
+            f.write('{"prompt": "walk to the", "completion": \n')
+    return str(folder)
 
 
 def _drop_column(corpus: Path, column: str) -> None:
@@ -467,7 +529,8 @@ def _truncated_safetensors() -> bytes:
 
 def test_the_table_covers_every_subcommand() -> None:
     commands = {name.split(":")[0] for name in ROWS}
-    assert commands == set(cli.build_parser()._subparsers._group_actions[0].choices)  # noqa: SLF001
+    subcommands = set(cli.build_parser()._subparsers._group_actions[0].choices)  # noqa: SLF001
+    assert commands == subcommands | {"train_video"}
     assert len(ROWS) >= 40
 
 
@@ -482,7 +545,10 @@ def test_malformed_input_is_one_line_and_exit_2_and_writes_nothing(
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     capfd.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(argv)
+        if argv[0] == "train_video":  # python -m e2wm.train_video, the video training entry point
+            train_video.main(argv[1:])
+        else:
+            cli.main(argv)
     err = capfd.readouterr().err
     assert exit_info.value.code == 2, err
     assert "Traceback" not in err

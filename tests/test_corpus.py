@@ -12,6 +12,7 @@ import pytest
 from e2wm.collect import SCHEMA, CollectConfig, collect, shard_files
 from e2wm.corpus.build import CORPUS_SPLITS, TRANSFER_SPLITS, BuildConfig, build
 from e2wm.corpus.example import join_names
+from e2wm.corpus.read import open_corpus
 from e2wm.corpus.tasks import TASKS, TRACKING_TASKS
 from e2wm.corpus.tasks.counting import count_answer
 from e2wm.corpus.wording import LAYOUTS, QUESTIONS
@@ -393,3 +394,12 @@ def test_a_share_of_short_prompt_train_examples_is_prompted_few_shot(corpus):
     assert kshot[True, False] > 0 and kshot[True, True] == 0
     share = kshot[False, True] / (kshot[False, True] + kshot[False, False])
     assert 0.1 < share < 0.3  # the default share is 0.2
+
+
+def test_the_jsonl_export_reads_back_as_the_corpus(corpus_dir):
+    saved = datasets.load_from_disk(str(corpus_dir))
+    exported = open_corpus(str(corpus_dir / "jsonl"))
+    assert sorted(exported) == sorted(saved)
+    for split in saved:
+        assert exported[split]["prompt"] == saved[split]["prompt"]
+        assert exported[split]["completion"] == saved[split]["completion"]

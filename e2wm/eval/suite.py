@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from e2wm.corpus.build import TRANSFER_SPLITS
+from e2wm.corpus.read import open_corpus
 from e2wm.corpus.tasks import MULTIPLE_CHOICE, TASKS, TRACKING_TASKS
 from e2wm.errors import E2WMError, release
 from e2wm.eval.mc_forms import FORMS, as_form
@@ -182,16 +183,8 @@ def load_test_splits(config: EvalConfig) -> dict[str, Any]:
     """The corpus's evaluated test splits (``datasets.Dataset`` by split), checked."""
     import datasets
 
-    path = Path(config.corpus)
-    if not path.is_dir():
-        raise E2WMError(f"corpus {config.corpus}: no such directory")
     datasets.disable_progress_bars()
-    try:
-        corpus = datasets.load_from_disk(str(path))
-    except Exception as exc:  # noqa: BLE001  # datasets raises many types for a missing or corrupt dir
-        raise E2WMError(f"cannot load corpus {config.corpus}: {_first_line(exc)}") from None
-    if not isinstance(corpus, datasets.DatasetDict):
-        raise E2WMError(f"corpus {config.corpus} is a single dataset, not a corpus from `e2wm build`")
+    corpus = open_corpus(config.corpus, hub=False)
     missing = [s for s in config.splits if s not in corpus]
     if missing:
         hint = "; rebuild it with `e2wm build`" if set(missing) & set(TRANSFER_SPLITS) else ""

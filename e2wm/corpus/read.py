@@ -1,0 +1,56 @@
+"""Reading a corpus back: the directory ``e2wm build`` saved, a folder of JSONL or Parquet split files
+(the build's ``jsonl/`` export, or a Hub dataset's ``data/`` layout), or a Hub dataset id."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import datasets
+
+from e2wm.errors import E2WMError
+
+FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+
+
+def split_files(folder: Path) -> dict[str, dict[str, list[str]]]:
+    """Builder ("json" or "parquet") -> split -> files, for the data files under ``folder``. The split is
+    the file name up to its first ``-`` or ``.``: ``train.jsonl``, ``test_seen-00000-of-00001.parquet``."""
+    files: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for path in sorted(folder.rglob("*")):
+        if path.suffix in FORMATS and path.is_file() and not path.name.startswith("."):
+            split = path.name.split("-")[0].split(".")[0]
+            files[FORMATS[path.suffix]][split].append(str(path))
+    return files
+
+
+def open_corpus(path: str, hub: bool = True) -> datasets.DatasetDict:
+    """The corpus at ``path`` as a DatasetDict (with ``hub``, a path that is not local may be a Hub
+    dataset id); one-line E2WMError when it is missing or unreadable."""
+    folder = Path(path)
+    try:
+        if (folder / "dataset_dict.json").is_file():
+            corpus = datasets.load_from_disk(str(folder))
+        elif folder.is_dir():
+            files = split_files(folder)
+            if not files:
+                raise E2WMError(
+                    f"corpus {path}: no dataset_dict.json (a corpus from `e2wm build`), "
+                    "nor JSONL or Parquet split files"
+                )
+            if len(files) > 1:
+                raise E2WMError(f"corpus {path}: both JSONL and Parquet files; keep one format")
+            [(builder, splits)] = files.items()
+            corpus = datasets.load_dataset(builder, data_files=dict(splits))
+        elif hub and not folder.is_absolute() and not path.startswith(".") and path.count("/") == 1:
+            corpus = datasets.load_dataset(path)
+        else:
+            raise E2WMError(f"corpus {path}: no such directory")
+    except E2WMError:
+        raise
+    except Exception as exc:  # noqa: BLE001  # datasets and pyarrow raise many types for a bad corpus
+        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise E2WMError(f"cannot load corpus {path}: {reason}") from None
+    if not isinstance(corpus, datasets.DatasetDict):
+        raise E2WMError(f"corpus {path} is a single dataset, not a corpus with splits")
+    return corpus
