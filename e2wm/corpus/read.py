@@ -35,22 +35,22 @@ def open_corpus(path: str, hub: bool = True) -> datasets.DatasetDict:
             files = split_files(folder)
             if not files:
                 raise E2WMError(
-                    f"corpus {path}: no dataset_dict.json (a corpus from `e2wm build`), "
+                    f"cannot load corpus {path}: no dataset_dict.json (a corpus from `e2wm build`), "
                     "nor JSONL or Parquet split files"
                 )
             if len(files) > 1:
-                raise E2WMError(f"corpus {path}: both JSONL and Parquet files; keep one format")
+                raise E2WMError(f"cannot load corpus {path}: both JSONL and Parquet files; keep one format")
             [(builder, splits)] = files.items()
             corpus = datasets.load_dataset(builder, data_files=dict(splits))
         elif hub and not folder.is_absolute() and not path.startswith(".") and path.count("/") == 1:
             corpus = datasets.load_dataset(path)
         else:
-            raise E2WMError(f"corpus {path}: no such directory")
+            raise E2WMError(f"cannot load corpus {path}: no such directory")
     except E2WMError:
         raise
     except Exception as exc:  # noqa: BLE001  # datasets and pyarrow raise many types for a bad corpus
         reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise E2WMError(f"cannot load corpus {path}: {reason}") from None
     if not isinstance(corpus, datasets.DatasetDict):
-        raise E2WMError(f"corpus {path} is a single dataset, not a corpus with splits")
+        raise E2WMError(f"cannot load corpus {path}: a single dataset, not a corpus with splits")
     return corpus
