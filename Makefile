@@ -31,7 +31,7 @@ demo: setup $(OUT)/.collected
 	$(BIN)/e2wm inspect $(OUT)/rollouts
 	$(BIN)/e2wm build --rollouts $(OUT)/rollouts --out $(OUT)/corpus --overwrite --jsonl
 	$(BIN)/e2wm inspect $(OUT)/corpus
-	$(BIN)/accelerate launch --config_file accelerate_configs/cpu.yaml -m e2wm.train \
+	$(BIN)/accelerate launch --config_file accelerate_configs/cpu.yaml -m e2wm.training.train \
 		--config recipes/smollm2_ewc_lora_cpu.yaml --dataset $(OUT)/corpus \
 		--fisher_path $(OUT)/fisher-smollm2-135m.safetensors --output_dir $(OUT)/smollm2-135m-ewc-lora
 	$(BIN)/e2wm eval --model smollm2-135m --adapter $(OUT)/smollm2-135m-ewc-lora --corpus $(OUT)/corpus \
@@ -44,11 +44,11 @@ demo: setup $(OUT)/.collected
 # The multimodal path on the demo rollouts: three training stages from renders, then narrate held-out
 # rendered episodes as a stream.
 demo-video: setup $(OUT)/.collected
-	$(BIN)/accelerate launch --config_file accelerate_configs/cpu.yaml -m e2wm.train_video \
+	$(BIN)/accelerate launch --config_file accelerate_configs/cpu.yaml -m e2wm.training.train_video \
 		--config recipes/video_stage1_encoder_cpu.yaml
-	$(BIN)/accelerate launch --config_file accelerate_configs/cpu.yaml -m e2wm.train_video \
+	$(BIN)/accelerate launch --config_file accelerate_configs/cpu.yaml -m e2wm.training.train_video \
 		--config recipes/video_stage2_projector_cpu.yaml
-	$(BIN)/accelerate launch --config_file accelerate_configs/cpu.yaml -m e2wm.train_video \
+	$(BIN)/accelerate launch --config_file accelerate_configs/cpu.yaml -m e2wm.training.train_video \
 		--config recipes/video_stage3_lora_cpu.yaml
 	$(BIN)/e2wm stream --model outputs/video/stage3-lora --rollouts $(OUT)/rollouts --split test_seen --episodes 4
 

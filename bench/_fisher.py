@@ -1,10 +1,11 @@
 """Fisher speed: examples/s of the hook-based per-example Fisher vs the batch-size-1 loop, in one run.
 
 Both estimate the same thing on the same examples (checked equal): the empirical diagonal Fisher of
-the q_proj/v_proj weights on the general text (``e2wm.general_text`` part ``"fisher"``), max_length
-128. Ours (``e2wm.fisher.compute_fisher``) runs batches of 8 and gets per-example weight gradients from
-hooks (g_i^T x_i); the baseline (``e2wm.fisher.fisher_loop``) runs one example at a time with an
-ordinary backward, gradients only for the targets (the fair loop: no gradients for the other weights).
+the q_proj/v_proj weights on the general text (``e2wm.training.general_text`` part ``"fisher"``), max_length
+128. Ours (``e2wm.training.fisher.compute_fisher``) runs batches of 8 and gets per-example weight
+gradients from hooks (g_i^T x_i); the baseline (``e2wm.training.fisher.fisher_loop``) runs one example at
+a time with an ordinary backward, gradients only for the targets (the fair loop: no gradients for the
+other weights).
 
 The model has SmolLM2-135M's shape (Llama, hidden 576, 30 layers, 9 heads / 3 KV heads, MLP 1536,
 vocabulary 49,152, tied embeddings; 135M parameters), randomly initialised from the config: no
@@ -30,8 +31,8 @@ import torch
 import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-from e2wm import general_text
-from e2wm.fisher import compute_fisher, fisher_loop
+from e2wm.training import general_text
+from e2wm.training.fisher import compute_fisher, fisher_loop
 
 BATCH_SIZE = 8
 MAX_LENGTH = 128

@@ -18,11 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from e2wm.collect import CollectConfig, collect, shard_files
-from e2wm.corpus.build import BuildConfig, build, build_examples, load_episodes
+from e2wm.corpus.build import BuildConfig, build, build_examples
 from e2wm.corpus.context import Context
 from e2wm.corpus.tasks import TASKS
 from e2wm.corpus.trace import trace_episode
+from e2wm.rollouts.collect import CollectConfig, collect
+from e2wm.rollouts.shards import load_episodes, shard_files
 from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator
 
 

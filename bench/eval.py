@@ -8,7 +8,7 @@ scorer runs one full forward of prompt + choice per choice plus one of "Answer:"
 
 Items: the corpus's multiple-choice items (``outputs/demo/corpus``, their k-shot prompts, about
 150-400 tokens, 4 short choices) when it exists, else prompts synthesized from the general text
-(``e2wm.general_text.passages("retention")``). The model has SmolLM2-135M's shape with random weights
+(``e2wm.training.general_text.passages("retention")``). The model has SmolLM2-135M's shape with random weights
 (``bench/_fisher.py``), the tokenizer a byte-level BPE trained offline on the general text.
 
 Measured on 2 shared CPU cores (``--quick``, 8 items of 220-352 tokens): 1.8 items/s, 7.0x the naive
@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 from _fisher import make_model, make_tokenizer
 
-from e2wm import general_text
 from e2wm.eval.scoring import argmax, evaluate_multiple_choice, naive_choice_logprobs, normalize
+from e2wm.training import general_text
 
 CORPUS = Path(__file__).resolve().parent.parent / "outputs" / "demo" / "corpus"
 

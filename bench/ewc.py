@@ -3,11 +3,11 @@
 One run, same model and batch: SmolLM2-135M's architecture (random weights, no download), LoRA r=8 on
 q_proj/v_proj, a batch of 4 x 128 tokens, AdamW. Each step is forward, backward and optimizer step.
 - plain LoRA: cross-entropy only;
-- EWC-LoRA: plus ``e2wm.ewc.EWC`` (chunked, fp32);
+- EWC-LoRA: plus ``e2wm.training.ewc.EWC`` (chunked, fp32);
 - naive: plus sum F * dW^2 with dW = ``get_delta_weight()`` materialized for every layer every step,
   as EWC is commonly written.
 The variants are timed in alternating rounds, each scored by its median step. Then the Fisher figure:
-examples/s of ``e2wm.fisher.compute_fisher`` (batched, per-example gradients from hooks) vs the same
+examples/s of ``e2wm.training.fisher.compute_fisher`` (batched, per-example gradients from hooks) vs the same
 estimate one example at a time (``bench/_fisher.py``).
 
     python bench/ewc.py [--quick]
@@ -23,7 +23,7 @@ import torch
 from _fisher import make_model, measure
 from peft import LoraConfig, get_peft_model
 
-from e2wm.ewc import EWC
+from e2wm.training.ewc import EWC
 
 BATCH, TOKENS = 4, 128
 

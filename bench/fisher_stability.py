@@ -27,9 +27,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from e2wm import general_text  # noqa: E402
-from e2wm.ewc import lora_penalty  # noqa: E402
-from e2wm.fisher import compute_fisher  # noqa: E402
+from e2wm.training import general_text  # noqa: E402
+from e2wm.training.ewc import lora_penalty  # noqa: E402
+from e2wm.training.fisher import compute_fisher  # noqa: E402
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -96,7 +96,7 @@ def setup(quick: bool, adapter_dir: Path) -> tuple:
 
     from safetensors.torch import load_file
 
-    from e2wm.models import resolve_model
+    from e2wm.training.models import resolve_model
 
     if not (adapter_dir / "adapter_model.safetensors").is_file():
         raise SystemExit(

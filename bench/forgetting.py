@@ -3,7 +3,7 @@
 Runs: the default recipe (``recipes/smollm2_ewc_lora_cpu.yaml``: SmolLM2-135M, LoRA r=16 on every
 linear layer) trained on ``--corpus`` at each ``--lambdas`` value (lambda 0 is plain LoRA), plus a
 replay run at ``--replay-lambda`` (default 0: replay alone; ``replay_fraction`` ``--replay``: that share
-of the training examples is prose of ``e2wm.general_text`` part "fisher", source pydoc). Each run
+of the training examples is prose of ``e2wm.training.general_text`` part "fisher", source pydoc). Each run
 trains into its own directory under ``--out`` (``lambda10000/``, ``replay0.1_lambda10000/``; skipped
 when its adapter exists, whatever ``--max-steps`` was then, resumed from its last checkpoint
 otherwise), all sharing one Fisher file there.
@@ -63,7 +63,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "smollm2_ewc_lora_cpu.yaml"
-SOURCES = ("pydoc", "news")  # e2wm.general_text.SOURCES
+SOURCES = ("pydoc", "news")  # e2wm.training.general_text.SOURCES
 
 
 @dataclass(frozen=True)
@@ -143,8 +143,8 @@ def train_run(run: Run, folder: Path, setup: Setup, fisher: Path) -> str:
     """Train ``run`` into ``folder`` (skipped when its adapter exists); "trained" or "kept"."""
     if (folder / "adapter_model.safetensors").exists():
         return "kept"
-    from e2wm.config import parse
-    from e2wm.train import train
+    from e2wm.training.config import parse
+    from e2wm.training.train import train
 
     argv = [
         "--config", str(RECIPE), "--model_name_or_path", setup.model, "--dataset", setup.corpus,
@@ -165,7 +165,8 @@ def eval_run(adapter: Path | None, folder: Path, setup: Setup) -> dict:
     out = folder / "eval"
     if (out / "results.json").exists():
         return json.loads((out / "results.json").read_text())
-    from e2wm.eval.suite import EvalConfig, evaluate
+    from e2wm.eval.config import EvalConfig
+    from e2wm.eval.run import evaluate
 
     config = EvalConfig(
         model=setup.model,
@@ -189,9 +190,9 @@ def report_vs_base(base: dict, tuned: dict, folder: Path) -> None:
     """The run's ``results.md`` and charts against the base model's (evaluated once, in ``base/``), as
     ``e2wm eval`` writes them for base and fine-tuned together: all rows, the transfer summary."""
     from e2wm.eval.report import write_report
-    from e2wm.eval.suite import _order, retention_rows, transfer_summary
+    from e2wm.eval.statistics import retention_rows, row_order, transfer_summary
 
-    rows = sorted(base["results"] + tuned["results"], key=_order)
+    rows = sorted(base["results"] + tuned["results"], key=row_order)
     perplexities = {
         (r["variant"], r["source"]): argparse.Namespace(perplexity=r["perplexity"], tokens=r["tokens"])
         for r in base["retention"] + tuned["retention"]
@@ -199,7 +200,7 @@ def report_vs_base(base: dict, tuned: dict, folder: Path) -> None:
     merged = {
         **tuned,
         "results": rows,
-        "by_length": sorted(base["by_length"] + tuned["by_length"], key=_order),
+        "by_length": sorted(base["by_length"] + tuned["by_length"], key=row_order),
         "retention": retention_rows(perplexities),
         "transfer": transfer_summary(rows),
     }
@@ -401,7 +402,7 @@ def quick_model(folder: Path, corpus: Path) -> Path:
     import torch
     import transformers
 
-    from e2wm import general_text
+    from e2wm.training import general_text
 
     texts = [p for s in SOURCES for p in general_text.passages("fisher", s)]
     corpus_texts = [r["prompt"] + r["completion"] for r in datasets.load_from_disk(str(corpus))["train"]]

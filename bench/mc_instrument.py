@@ -13,7 +13,7 @@ and reversed. It reports, per task and scoring:
   follows the position or the listing, not the content, disagrees with itself.
 
 The pick per task: among scorings with accuracy at or above chance, the most self-consistent one
-(agreement, then accuracy); ``e2wm.eval.suite.DEFAULT_MC_FORM`` and ``DEFAULT_NORMALIZATION`` hold the
+(agreement, then accuracy); ``e2wm.eval.config.DEFAULT_MC_FORM`` and ``DEFAULT_NORMALIZATION`` hold the
 picks. Ends with one line per task: ``bench mc_instrument: TASK = FORM/NORM accuracy (RATIO x vs chance)``.
 
     python bench/mc_instrument.py [--quick] [--n 40] [--corpus outputs/demo/corpus]
@@ -36,7 +36,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from e2wm.corpus.tasks import MULTIPLE_CHOICE
 from e2wm.eval.mc_forms import FORMS, as_form, reorder
 from e2wm.eval.scoring import NORMALIZATIONS, UnconditionalScorer, argmax, normalize, packed_logprobs
-from e2wm.models import resolve_model
+from e2wm.training.models import resolve_model
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -20,7 +20,7 @@ import json
 import tempfile
 import time
 
-from e2wm.collect import CollectConfig, collect
+from e2wm.rollouts.collect import CollectConfig, collect
 from e2wm.simulator.virtualhome import resources
 from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator
 from e2wm.simulator.virtualhome.reference import ReferenceRun, script

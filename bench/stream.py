@@ -78,8 +78,8 @@ def narrator(model_dir: Path | None) -> tuple[StreamingNarrator, str]:
         return load_narrator(model_dir), f"trained model {model_dir}"
     from transformers import AutoTokenizer
 
-    from e2wm.models import resolve_model
     from e2wm.multimodal import E2WMVideoForCausalLM, E2WMVideoProcessor
+    from e2wm.training.models import resolve_model
 
     torch.manual_seed(0)
     path = resolve_model("smollm2-135m")

@@ -10,14 +10,14 @@ from collections import Counter
 from pathlib import Path
 from typing import NoReturn
 
-from e2wm.errors import E2WMError, release, reported
+from e2wm.errors import E2WMError, did_you_mean, error_line, release, reported
 from e2wm.files import output_lock
 
 
 def collect(args: argparse.Namespace) -> None:
     """Collect rollouts from an agent into sharded Parquet that datasets.load_dataset("parquet") reads."""
-    from e2wm.collect import CollectConfig
-    from e2wm.collect import collect as run_collect
+    from e2wm.rollouts.collect import CollectConfig
+    from e2wm.rollouts.collect import collect as run_collect
 
     config = CollectConfig(
         agent=args.agent,
@@ -45,7 +45,7 @@ def inspect(args: argparse.Namespace) -> None:
         _inspect_corpus(args.dir)
         return
 
-    from e2wm.collect import shard_files
+    from e2wm.rollouts.shards import shard_files
 
     files = shard_files(args.dir)
     if not files:
@@ -137,7 +137,7 @@ def build(args: argparse.Namespace) -> None:
         overwrite=args.overwrite,
     )
     if args.push_to_hub:
-        from e2wm.hub import check_repo_id
+        from e2wm.hub.push import check_repo_id
 
         check_repo_id(args.push_to_hub, "--push-to-hub")  # before the corpus is built, not after
     corpus = run_build(config, progress=not args.quiet)
@@ -222,9 +222,8 @@ def fisher(args: argparse.Namespace) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from e2wm.fisher import save_fisher
-    from e2wm.models import check_model, resolve_model
-    from e2wm.train import estimate_fisher, factor
+    from e2wm.training.fisher import estimate_fisher, factor, save_fisher
+    from e2wm.training.models import check_model, resolve_model
 
     if args.samples < 1 or args.max_length < 2 or args.rank < 0:
         raise E2WMError("--samples must be >= 1, --max-length >= 2 and --rank >= 0")
@@ -254,9 +253,9 @@ def fisher(args: argparse.Namespace) -> None:
 
 def evaluate(args: argparse.Namespace) -> None:
     """Evaluate a model (and its fine-tuned adapter against it) on a corpus's test splits and general text."""
+    from e2wm.eval.config import EvalConfig
     from e2wm.eval.report import results_table, transfer_table
-    from e2wm.eval.suite import EvalConfig
-    from e2wm.eval.suite import evaluate as run_eval
+    from e2wm.eval.run import evaluate as run_eval
 
     config = EvalConfig(
         model=args.model,
@@ -287,7 +286,7 @@ def evaluate(args: argparse.Namespace) -> None:
 
 def push(args: argparse.Namespace) -> None:
     """Publish a fine-tuned adapter (or the model it merges into), its card and its corpus to the Hub."""
-    from e2wm.hub import push as run_push
+    from e2wm.hub.push import push as run_push
 
     results = args.results
     if results is None and (Path(args.adapter) / "eval" / "results.json").is_file():
@@ -338,24 +337,40 @@ def _shard_range(text: str) -> tuple[int, int]:
     return first, last
 
 
-TRAIN_HELP = """Fine-tune a causal LM on an e2wm corpus with LoRA (or full fine-tuning) plus EWC.
+TRAIN_HELP = r"""Fine-tune a causal LM on an e2wm corpus with LoRA (or full fine-tuning) plus EWC.
 
     e2wm train --config recipes/RECIPE.yaml [--field value ...]
-    accelerate launch --config_file accelerate_configs/X.yaml -m e2wm.train --config recipes/RECIPE.yaml
+    accelerate launch --config_file accelerate_configs/X.yaml -m e2wm.training.train \
+        --config recipes/RECIPE.yaml
 
-Every field of the recipe (e2wm.config: ScriptArguments, EWCConfig; TRL's SFTConfig, ModelConfig) can
-be given as a flag; `python -m e2wm.train --help` lists them all."""
+Every field of the recipe (e2wm.training.config: ScriptArguments, EWCConfig; TRL's SFTConfig,
+ModelConfig) can be given as a flag; `python -m e2wm.training.train --help` lists them all."""
+
+TRAIN_VIDEO_HELP = r"""Train a stage of the video narrator (1: encoder, 2: projector, 3: LoRA) from a recipe.
+
+    e2wm train-video --config recipes/video_stage1_encoder_cpu.yaml [--field value ...]
+    accelerate launch --config_file accelerate_configs/cpu.yaml -m e2wm.training.train_video \
+        --config recipes/video_stage1_encoder_cpu.yaml
+
+`python -m e2wm.training.train_video --help` lists every field."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from e2wm.collect import AGENTS
+    from e2wm.rollouts.collect import AGENTS
     from e2wm.splits import SPLITS
+    from e2wm.training.recipe import e2wm_version
 
     parser = Parser(prog="e2wm", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"e2wm {e2wm_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     common = Parser(add_help=False)
     common.add_argument(
         "--verbose", action="store_true", help="show library warnings even when the command fails"
+    )
+    common.add_argument(
+        "--config",
+        metavar="YAML",
+        help="the command's flags as a YAML mapping (--shard-size 8 is shard_size: 8); flags given too win",
     )
     add = functools.partial(sub.add_parser, parents=[common])
 
@@ -431,7 +446,13 @@ def build_parser() -> argparse.ArgumentParser:
         description=TRAIN_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", help="recipe YAML; any recipe field can follow as --field value")
+
+    p = add(
+        "train-video",
+        help="train a stage of the video narrator from a recipe",
+        description=TRAIN_VIDEO_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
     p = add("fisher", help=fisher.__doc__, description=fisher.__doc__)
     p.add_argument("--model", default="smollm2-135m", help="embedded model name, Hub id or local path")
@@ -532,7 +553,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=render)
 
     p = add("stream", help=stream.__doc__, description=stream.__doc__)
-    p.add_argument("--model", required=True, help="video model directory (e2wm.train_video stage 2 or 3)")
+    p.add_argument(
+        "--model", required=True, help="video model directory (e2wm.training.train_video stage 2 or 3)"
+    )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--video", default=None, help="a video file (scored if FILE.json has its captions)")
     source.add_argument("--rollouts", default=None, help="rollout shards, rendered as they are streamed")
@@ -568,15 +591,63 @@ class Parser(argparse.ArgumentParser):
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["train"] and argv[1:2] not in (["-h"], ["--help"]):
-        # The training flags belong to TRL's parser (e2wm.train), not to this one.
-        from e2wm.train import main as train_main
+    if argv[:1] in (["train"], ["train-video"]) and argv[1:2] not in (["-h"], ["--help"]):
+        # The training flags belong to TRL's parser (e2wm.training.train, .train_video), not to this one.
+        if argv[0] == "train":
+            from e2wm.training.train import main as train_main
+        else:
+            from e2wm.training.train_video import main as train_main
 
         train_main(argv[1:])
         return
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    with reported(argv[0] if argv else "", "--verbose" in argv):
+        argv = _with_config(parser, argv)
+    args = parser.parse_args(argv)
     with reported(args.command, args.verbose), _output_lock(args):
         args.func(args)
+
+
+def _with_config(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """``argv`` with its ``--config YAML`` replaced by the flags the YAML mapping gives, placed before the
+    command line's own flags so that those win; one-line errors for an unreadable file or unknown key."""
+    import yaml
+
+    config = next((i for i, a in enumerate(argv) if a == "--config" or a.startswith("--config=")), None)
+    commands = parser._subparsers._group_actions[0].choices  # noqa: SLF001  # argparse keeps them here
+    if config is None or not argv or argv[0] not in commands:
+        return argv
+    path = argv[config].partition("=")[2] or (argv[config + 1] if config + 1 < len(argv) else "")
+    rest = argv[1:config] + argv[config + (1 if "=" in argv[config] else 2) :]
+    try:
+        mapping = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise E2WMError(f"--config {path}: cannot read it ({error_line(exc)})") from None
+    if not isinstance(mapping, dict):
+        raise E2WMError(f"--config {path}: not a mapping of flag names to values")
+    options = {
+        o[2:]: action
+        for action in commands[argv[0]]._actions  # noqa: SLF001
+        for o in action.option_strings
+        if o.startswith("--") and o not in ("--help", "--config")
+    }
+    flags: list[str] = []
+    for key, value in mapping.items():
+        name = str(key).replace("_", "-")
+        if name not in options:
+            raise E2WMError(f"--config {path}: unknown key {key!r}{did_you_mean(name, options)}")
+        if value is None or value is False:
+            continue
+        flags.append(f"--{name}")
+        if isinstance(options[name], argparse._StoreTrueAction):  # noqa: SLF001
+            continue
+        if isinstance(value, dict):
+            flags += [f"{k}={v}" for k, v in value.items()]
+        elif isinstance(value, list):
+            flags += [str(v) for v in value]
+        else:
+            flags.append(str(value))
+    return [argv[0], *flags, *rest]
 
 
 def _output_lock(args: argparse.Namespace) -> contextlib.AbstractContextManager:

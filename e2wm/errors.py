@@ -32,6 +32,11 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
+def error_line(exc: BaseException) -> str:
+    """The first non-blank line of an exception's message, or its type name when it has none."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+
+
 class Held:
     """Standard error (file descriptor 2 and ``sys.stderr``) diverted to a temporary file until
     ``release`` (which shows what was held) or ``discard``."""

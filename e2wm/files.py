@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -26,6 +27,15 @@ from pathlib import Path
 from e2wm.errors import E2WMError
 
 HEADER_LIMIT = 100 * 1024 * 1024  # safetensors refuses headers above 100 MB
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_safetensors(path: str | Path, what: str = "file") -> dict:

@@ -45,7 +45,3 @@ def split_of(program: Program) -> str:
     if program.base_id in _bases_with_unseen_activity() or bucket < TEST_PERCENT:
         return "test_seen"
     return "validation" if bucket < TEST_PERCENT + VALIDATION_PERCENT else "train"
-
-
-def programs_in(*splits: str) -> list[Program]:
-    return [p for p in programs() if split_of(p) in splits]

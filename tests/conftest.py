@@ -1,9 +1,13 @@
-"""Shared fixtures: a simulator on a shipped scene graph, and helpers to find nodes by class."""
+"""Shared fixtures: a tiny random LM and corpus on disk, a simulator on a shipped scene graph, and helpers
+to find nodes by class. Test helpers live in ``support/``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from support.tiny_lm import save_tiny_corpus, save_tiny_lm
 
 from e2wm.simulator.protocol import Action
 from e2wm.simulator.virtualhome import resources
@@ -18,6 +22,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama with its word-level tokenizer, saved as safetensors (``support.tiny_lm``)."""
+    return save_tiny_lm(tmp_path_factory.mktemp("lm"))
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny training corpus in the layout ``e2wm build`` saves (``support.tiny_lm``)."""
+    return save_tiny_corpus(tmp_path_factory.mktemp("corpus") / "corpus")
 
 
 @pytest.fixture

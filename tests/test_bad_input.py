@@ -24,11 +24,12 @@ import pytest
 import torch
 import transformers
 from peft import LoraConfig, get_peft_model
-from tiny_lm import save_tiny_corpus, save_tiny_eval_corpus, save_tiny_lm
+from support.tiny_lm import save_tiny_corpus, save_tiny_eval_corpus, save_tiny_lm
 
-from e2wm import cli, train_video
-from e2wm.collect import CollectConfig, collect, shard_files
+from e2wm import cli
 from e2wm.errors import E2WMError, reported
+from e2wm.rollouts.collect import CollectConfig, collect
+from e2wm.rollouts.shards import shard_files
 from e2wm.simulator.virtualhome import resources
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -450,32 +451,32 @@ ROWS: dict[str, Row] = {
         ],
         "another",
     ),  # fmt: skip
-    # train_video: clips of video and caption JSON
-    "train_video: caption JSON not JSON": (lambda i: _video(i, "v1", captions="{"), "not valid JSON"),
-    "train_video: caption without text": (
+    # train-video: clips of video and caption JSON
+    "train-video: caption JSON not JSON": (lambda i: _video(i, "v1", captions="{"), "not valid JSON"),
+    "train-video: caption without text": (
         lambda i: _video(i, "v2", captions='{"captions": [{"time": 0.5, "text": ""}]}'),
         "non-empty 'text'",
     ),
-    "train_video: captions out of order": (
+    "train-video: captions out of order": (
         lambda i: _video(
             i, "v3", captions='{"captions": [{"time": 2, "text": "b"}, {"time": 1, "text": "a"}]}'
         ),
         "not sorted by time",
     ),
-    "train_video: video without its captions": (lambda i: _video(i, "v4", captions=None), "no caption file"),
-    "train_video: video not a video": (lambda i: _video(i, "v5"), "cannot decode video"),
+    "train-video: video without its captions": (lambda i: _video(i, "v4", captions=None), "no caption file"),
+    "train-video: video not a video": (lambda i: _video(i, "v5"), "cannot decode video"),
 }
 
 
 def _video(
     i: Inputs, name: str, captions: str | None = '{"captions": [{"time": 0.5, "text": "a"}]}'
 ) -> list[str]:
-    """``train_video`` stage 1 on a directory of one clip: a file that is not a video, and ``captions``."""
+    """``train-video`` stage 1 on a directory of one clip: a file that is not a video, and ``captions``."""
     clip = Path(i.file(f"{name}/clip.mp4", b"\x00\x00\x00\x18ftypmp42 not really a video"))
     if captions is not None:
         clip.with_suffix(".json").write_text(captions)
     return [
-        "train_video",
+        "train-video",
         "--stage",
         "1",
         "--clips",
@@ -530,7 +531,7 @@ def _truncated_safetensors() -> bytes:
 def test_the_table_covers_every_subcommand() -> None:
     commands = {name.split(":")[0] for name in ROWS}
     subcommands = set(cli.build_parser()._subparsers._group_actions[0].choices)  # noqa: SLF001
-    assert commands == subcommands | {"train_video"}
+    assert commands == subcommands
     assert len(ROWS) >= 40
 
 
@@ -545,10 +546,7 @@ def test_malformed_input_is_one_line_and_exit_2_and_writes_nothing(
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     capfd.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        if argv[0] == "train_video":  # python -m e2wm.train_video, the video training entry point
-            train_video.main(argv[1:])
-        else:
-            cli.main(argv)
+        cli.main(argv)
     err = capfd.readouterr().err
     assert exit_info.value.code == 2, err
     assert "Traceback" not in err

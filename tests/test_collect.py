@@ -11,8 +11,9 @@ from pathlib import Path
 import datasets
 import pytest
 
-from e2wm.collect import CollectConfig, collect, shard_files
 from e2wm.errors import E2WMError
+from e2wm.rollouts.collect import CollectConfig, collect
+from e2wm.rollouts.shards import shard_files
 
 
 def _bytes(directory: Path) -> dict[str, bytes]:

@@ -9,7 +9,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from e2wm.collect import SCHEMA, CollectConfig, collect, shard_files
 from e2wm.corpus.build import CORPUS_SPLITS, TRANSFER_SPLITS, BuildConfig, build
 from e2wm.corpus.example import join_names
 from e2wm.corpus.read import open_corpus
@@ -17,6 +16,9 @@ from e2wm.corpus.tasks import TASKS, TRACKING_TASKS
 from e2wm.corpus.tasks.counting import count_answer
 from e2wm.corpus.wording import LAYOUTS, QUESTIONS
 from e2wm.errors import E2WMError
+from e2wm.rollouts.collect import CollectConfig, collect
+from e2wm.rollouts.schema import SCHEMA
+from e2wm.rollouts.shards import shard_files
 from e2wm.simulator.protocol import Action
 from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator, humanize
 from e2wm.simulator.virtualhome.resources import program_by_id

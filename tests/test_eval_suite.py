@@ -14,30 +14,24 @@ import pytest
 import torch
 import transformers
 from peft import LoraConfig, get_peft_model
-from tiny_lm import save_tiny_corpus, save_tiny_eval_corpus, save_tiny_lm
+from support.tiny_lm import save_tiny_corpus, save_tiny_eval_corpus
+from support.tolerances import float32_tolerance, llama_roundings
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers
-from tolerances import float32_tolerance, llama_roundings
 
 from e2wm.cli import main
-from e2wm.collect import CollectConfig, collect
-from e2wm.config import parse
 from e2wm.corpus.build import BuildConfig, build
 from e2wm.corpus.tasks import MULTIPLE_CHOICE, TRACKING_TASKS
 from e2wm.errors import E2WMError
+from e2wm.eval.config import FORMAT, REPORTED_SPLITS, EvalConfig, primary_metric
+from e2wm.eval.data import sample_examples
 from e2wm.eval.generation import generate_answers
 from e2wm.eval.metrics import count_match, exact_match, path_overlap, plan_rouge_l, rouge_l, yes_no_match
 from e2wm.eval.retention import perplexity
-from e2wm.eval.suite import (
-    FORMAT,
-    REPORTED_SPLITS,
-    EvalConfig,
-    evaluate,
-    length_buckets,
-    plan_checks,
-    primary_metric,
-    sample_examples,
-)
-from e2wm.train import train
+from e2wm.eval.run import evaluate, plan_checks
+from e2wm.eval.statistics import length_buckets
+from e2wm.rollouts.collect import CollectConfig, collect
+from e2wm.training.config import parse
+from e2wm.training.train import train
 
 METRIC_OF = {
     "state_tracking_open": {"accuracy"},
@@ -49,11 +43,6 @@ METRIC_OF = {
     "activity_recognition": {"rouge_l"},
     "plan_generation": {"rouge_l", "executability", "goal_success"},
 }
-
-
-@pytest.fixture(scope="module")
-def lm(tmp_path_factory) -> Path:
-    return save_tiny_lm(tmp_path_factory.mktemp("lm"))
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,12 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 from peft.tuners.lora import LoraLayer
-from tolerances import assert_float32_close
+from support.tolerances import assert_float32_close
 from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from e2wm.errors import E2WMError
-from e2wm.ewc import EWC, factored_lora_penalty, factorize, full_penalty, lora_penalty
+from e2wm.training.ewc import EWC, factored_lora_penalty, factorize, full_penalty, lora_penalty
 
 
 def _gen(seed: int = 0) -> torch.Generator:

@@ -1,4 +1,5 @@
-"""Fisher estimation (e2wm.fisher) and the offline general text (e2wm.general_text): a tiny random Llama."""
+"""Fisher estimation (e2wm.training.fisher) and the offline general text (e2wm.training.general_text):
+a tiny random Llama."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ from collections import Counter
 
 import pytest
 import torch
-from tolerances import float32_tolerance, llama_roundings
+from support.tolerances import float32_tolerance, llama_roundings
 
-from e2wm import general_text
 from e2wm.errors import E2WMError
-from e2wm.fisher import (
+from e2wm.training import general_text
+from e2wm.training.fisher import (
     compute_fisher,
     fisher_loop,
     load_fisher,

@@ -6,12 +6,12 @@ import sys
 from collections import Counter
 
 import pytest
-from tiny_lm import save_tiny_lm
+from support.tiny_lm import save_tiny_lm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from e2wm import general_text
 from e2wm.errors import E2WMError
 from e2wm.eval.retention import perplexity, retention_perplexity
+from e2wm.training import general_text
 
 
 def test_news_parts_are_disjoint_articles_cut_at_sentence_ends():

@@ -12,11 +12,11 @@ import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hub_stand_in import INVALID_TOKEN, HubStandIn
 from huggingface_hub import DatasetCard, HfApi, constants, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError
+from support.hub_stand_in import INVALID_TOKEN, HubStandIn
 
-from e2wm.collect import CollectConfig, collect
+from e2wm.rollouts.collect import CollectConfig, collect
 
 REPO = "tester/e2wm-corpus"
 TOKEN = "hf_dummy_secret_token"

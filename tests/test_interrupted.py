@@ -8,23 +8,17 @@ leaves the output absent or complete. render resumes: finished clips stay, the r
 from __future__ import annotations
 
 import json
-import os
-import random
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import datasets
 import pytest
 from safetensors.torch import load_file
-from tiny_lm import save_tiny_eval_corpus, save_tiny_lm
+from support.jobs import kill_midway
+from support.tiny_lm import save_tiny_eval_corpus, save_tiny_lm
 
 from e2wm import cli
-from e2wm.collect import CollectConfig, collect
-from e2wm.files import lock_path
+from e2wm.rollouts.collect import CollectConfig, collect
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,26 +33,6 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
         "lm": save_tiny_lm(root / "lm"),
         "corpus": save_tiny_eval_corpus(root / "corpus"),
     }
-
-
-def _kill_midway(argv: list[str], out: Path, seed: int) -> None:
-    """Run ``e2wm ARGV`` in its own process group; once it holds its output lock (its input checked,
-    its work begun), wait a random 0-2 s and kill the group with SIGKILL (if it has not finished)."""
-    job = subprocess.Popen(
-        [sys.executable, "-m", "e2wm.cli", *argv],
-        cwd=ROOT,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 300
-    while not lock_path(out).exists() and job.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(random.Random(seed).uniform(0.0, 2.0))
-    if job.poll() is None:
-        os.killpg(job.pid, signal.SIGKILL)
-    job.wait()
 
 
 def _corpus(out: Path) -> dict:
@@ -137,7 +111,7 @@ def test_a_killed_job_leaves_nothing_half_written_and_a_rerun_gives_the_same(job
     reference = tmp_path / "reference"
     cli.main(argv_of(inputs, reference))
     out = tmp_path / "out"
-    _kill_midway(argv_of(inputs, out), out, seed=sum(map(ord, job)))
+    kill_midway(argv_of(inputs, out), out, seed=sum(map(ord, job)))
     if out.exists() and job != "render":  # it finished before the kill: then it is whole
         assert read(out) == read(reference)
     else:

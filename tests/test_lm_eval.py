@@ -10,8 +10,8 @@ import datasets
 import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
-from tiny_lm import save_tiny_choice_corpus, save_tiny_lm
-from tolerances import float32_tolerance, llama_roundings
+from support.tiny_lm import save_tiny_choice_corpus, save_tiny_lm
+from support.tolerances import float32_tolerance, llama_roundings
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import e2wm

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from e2wm.models import resolve_model
+from e2wm.training.models import resolve_model
 
 
 def test_hub_ids_and_paths_pass_through():

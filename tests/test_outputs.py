@@ -14,11 +14,11 @@ import datasets
 import pyarrow.parquet as pq
 import pytest
 import safetensors.torch
-from tiny_lm import save_tiny_lm
+from support.tiny_lm import save_tiny_lm
 
 from e2wm import cli
-from e2wm.collect import CollectConfig, collect
 from e2wm.files import lock_path, output_lock
+from e2wm.rollouts.collect import CollectConfig, collect
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

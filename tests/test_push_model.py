@@ -13,19 +13,20 @@ import datasets
 import pytest
 import torch
 import yaml
-from hub_stand_in import HubError, HubStandIn
 from huggingface_hub import ModelCard, constants, hf_api
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load as load_safetensors
-from tiny_lm import save_tiny_corpus, save_tiny_lm
+from support.hub_stand_in import HubError, HubStandIn
+from support.tiny_lm import save_tiny_corpus
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from e2wm import cli
-from e2wm.config import parse
 from e2wm.errors import E2WMError
-from e2wm.hub import push, sha256_file
-from e2wm.model_card import model_card
-from e2wm.recipe import RECIPE_NAME, SKIPPED, plain, read_recipe, recipe_dict, save_recipe
+from e2wm.files import sha256_file
+from e2wm.hub.card import model_card
+from e2wm.hub.push import push
+from e2wm.training.config import parse
+from e2wm.training.recipe import RECIPE_NAME, SKIPPED, plain, read_recipe, recipe_dict, save_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "hf_dummy_secret_push_token"
@@ -42,11 +43,6 @@ def train_argv(lm: Path, corpus: Path, out: Path, *extra: str) -> list[str]:
         "--use_cpu", "true", "--bf16", "false", "--report_to", "none", "--save_strategy", "no",
         "--eval_strategy", "no", "--max_length", "64", "--ewc_lambda", "0", "--seed", "3", *extra,
     ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def lm(tmp_path_factory) -> Path:
-    return save_tiny_lm(tmp_path_factory.mktemp("push-lm"))
 
 
 @pytest.fixture(scope="module")
@@ -367,7 +363,9 @@ def _same(configs, again) -> None:
                 assert plain(getattr(ours, field.name)) == plain(getattr(theirs, field.name)), field.name
 
 
-TRAIN_RECIPES = sorted(p for p in (ROOT / "recipes").glob("*.yaml") if " -m e2wm.train " in p.read_text())
+TRAIN_RECIPES = sorted(
+    p for p in (ROOT / "recipes").glob("*.yaml") if " -m e2wm.training.train " in p.read_text()
+)
 
 
 @pytest.mark.parametrize("recipe", TRAIN_RECIPES, ids=lambda p: p.name)
@@ -382,7 +380,7 @@ def test_recorded_recipe_parses_back_to_the_same_configs(recipe, tmp_path):
 
 
 def test_training_records_its_recipe(lm, corpus, tmp_path):
-    from e2wm.train import train
+    from e2wm.training.train import train
 
     argv = train_argv(
         lm, corpus, tmp_path / "run", "--task_weights", '{"counting": 0.5}', "--hub_token", "hf_x"

@@ -12,7 +12,6 @@ import pytest
 from e2wm.agents.explore import ExploreConfig, explore_episode
 from e2wm.agents.replay import replay
 from e2wm.cli import main
-from e2wm.collect import SCHEMA, write_parquet
 from e2wm.errors import E2WMError
 from e2wm.multimodal.render import (
     TEMPLATES,
@@ -25,6 +24,8 @@ from e2wm.multimodal.render import (
     write_clip,
 )
 from e2wm.multimodal.video_io import VideoCaptionDirectory, load_captions, load_video
+from e2wm.rollouts.schema import SCHEMA
+from e2wm.rollouts.shards import write_parquet
 from e2wm.simulator.virtualhome import resources
 from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator
 

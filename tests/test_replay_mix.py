@@ -2,22 +2,11 @@
 
 import pytest
 from test_train import argv
-from tiny_lm import save_tiny_corpus, save_tiny_lm
 
-from e2wm import general_text
-from e2wm.config import ScriptArguments, parse
 from e2wm.errors import E2WMError
-from e2wm.train import load_corpus, main, mix_replay, train
-
-
-@pytest.fixture(scope="module")
-def lm(tmp_path_factory):
-    return save_tiny_lm(tmp_path_factory.mktemp("lm"))
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return save_tiny_corpus(tmp_path_factory.mktemp("corpus") / "corpus")
+from e2wm.training import general_text
+from e2wm.training.config import ScriptArguments, parse
+from e2wm.training.train import load_corpus, main, mix_replay, train
 
 
 def mixed(corpus, fraction, source="pydoc", seed=0):

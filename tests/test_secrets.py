@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from hub_stand_in import HubStandIn
-from tiny_lm import save_tiny_corpus, save_tiny_lm
+from support.hub_stand_in import HubStandIn
+from support.tiny_lm import save_tiny_corpus, save_tiny_lm
 
-from e2wm.collect import CollectConfig, collect
+from e2wm.rollouts.collect import CollectConfig, collect
 
 TOKEN = "hf_e2wmSecretTokenThatMustNeverLeak"
 ROOT = Path(__file__).resolve().parent.parent

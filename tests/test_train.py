@@ -10,26 +10,15 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from tiny_lm import save_tiny_corpus, save_tiny_lm
-from tolerances import FLOAT32_EPS, float32_tolerance, llama_roundings
+from support.tolerances import FLOAT32_EPS, float32_tolerance, llama_roundings
 from transformers import AutoConfig, AutoModelForCausalLM, TrainerCallback
 from trl import SFTTrainer
 
-from e2wm.config import parse
 from e2wm.errors import E2WMError
-from e2wm.train import load_corpus, train
+from e2wm.training.config import parse
+from e2wm.training.train import load_corpus, train
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def lm(tmp_path_factory):
-    return save_tiny_lm(tmp_path_factory.mktemp("lm"))
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return save_tiny_corpus(tmp_path_factory.mktemp("corpus") / "corpus")
 
 
 def argv(lm, corpus, out, *extra):
@@ -86,7 +75,7 @@ def test_lambda_zero_is_exactly_plain_lora(lm, corpus, tmp_path):
     script, training, model_args, _ = parse(argv(lm, corpus, tmp_path / "plain"))
     from trl import get_peft_config
 
-    from e2wm.train import load_corpus as corpus_split
+    from e2wm.training.train import load_corpus as corpus_split
 
     training.completion_only_loss = True
     plain = SFTTrainer(
@@ -111,7 +100,7 @@ def test_ewc_penalty_is_logged_and_holds_weights_back(lm, corpus, tmp_path):
     assert fisher.exists()
     logs = [entry for entry in held.state.log_history if "ewc_penalty" in entry]
     assert logs and all("ce_loss" in entry for entry in logs) and logs[-1]["ewc_penalty"] > 0
-    from e2wm.fisher import load_fisher
+    from e2wm.training.fisher import load_fisher
 
     values, metadata = load_fisher(fisher)
     assert metadata["data"] == "general"
@@ -159,7 +148,7 @@ class _KillAfterSave(TrainerCallback):
 def test_resume_from_checkpoint_continues_identically(lm, corpus, tmp_path, monkeypatch):
     saving = ("--save_strategy", "steps", "--save_steps", "2", "--max_steps", "4")
     straight = run(lm, corpus, tmp_path / "straight", *saving)
-    from e2wm import trainer as trainer_module
+    from e2wm.training import trainer as trainer_module
 
     original = trainer_module.EWCSFTTrainer.__init__
 
@@ -182,8 +171,8 @@ def test_resume_from_checkpoint_continues_identically(lm, corpus, tmp_path, monk
 
 DDP_SCRIPT = """
 import json, sys
-from e2wm.config import parse
-from e2wm.train import train
+from e2wm.training.config import parse
+from e2wm.training.train import train
 
 trainer = train(*parse(sys.argv[1:-1]))
 if trainer.is_world_process_zero():
@@ -217,7 +206,7 @@ def test_bad_corpus_is_one_line_error(lm, tmp_path):
     with pytest.raises(E2WMError, match="cannot load corpus"):
         load_corpus(script, "train")
     proc = subprocess.run(
-        [sys.executable, "-m", "e2wm.train", *argv(lm, tmp_path / "missing", tmp_path / "o")],
+        [sys.executable, "-m", "e2wm.training.train", *argv(lm, tmp_path / "missing", tmp_path / "o")],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -231,7 +220,14 @@ def test_unknown_task_in_a_recipe_is_one_line_error_before_any_model(lm, corpus,
     with pytest.raises(E2WMError, match="unknown task\\(s\\) juggling"):
         parse(["--config", str(recipe), *argv(lm, corpus, tmp_path / "out")])
     proc = subprocess.run(
-        [sys.executable, "-m", "e2wm.train", "--config", str(recipe), *argv(lm, corpus, tmp_path / "o")],
+        [
+            sys.executable,
+            "-m",
+            "e2wm.training.train",
+            "--config",
+            str(recipe),
+            *argv(lm, corpus, tmp_path / "o"),
+        ],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -245,15 +241,16 @@ def test_unknown_task_in_a_recipe_is_one_line_error_before_any_model(lm, corpus,
 def test_every_recipe_parses_and_names_its_launch_command(recipe):
     first = recipe.read_text().splitlines()[0]
     assert first.startswith("# accelerate launch --config_file accelerate_configs/")
-    video = recipe.name.startswith("video_")  # the multimodal stages: e2wm.train_video, its own parser
-    assert first.endswith(f"-m e2wm.{'train_video' if video else 'train'} --config recipes/{recipe.name}")
+    video = recipe.name.startswith("video_")  # the multimodal stages: e2wm.training.train_video
+    entry = "train_video" if video else "train"
+    assert first.endswith(f"-m e2wm.training.{entry} --config recipes/{recipe.name}")
     launch_config = ROOT / first.split("--config_file ")[1].split()[0]
     assert launch_config.exists()
     keys = yaml.safe_load(recipe.read_text())
     # Parse on this CPU machine: GPU precision flags are overridden, every other value is checked.
     flags = ["--config", str(recipe), "--bf16", "false", "--fp16", "false", "--use_cpu", "true"]
     if video:
-        from e2wm.train_video import parse as parse_video
+        from e2wm.training.train_video import parse as parse_video
 
         script, training, model_args = parse_video(flags)
         assert script.stage == keys["stage"] and training.output_dir == keys["output_dir"]

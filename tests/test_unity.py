@@ -7,7 +7,7 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-from unity_stand_in import UnityStandIn
+from support.unity_stand_in import UnityStandIn
 
 from e2wm.errors import E2WMError
 from e2wm.simulator.protocol import Action

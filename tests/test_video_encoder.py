@@ -2,8 +2,13 @@
 
 import pytest
 import torch
-from tiny_lm import TINY_ENCODER
-from tolerances import assert_float32_close, float32_differ, float32_tolerance, video_encoder_roundings
+from support.tiny_lm import TINY_ENCODER
+from support.tolerances import (
+    assert_float32_close,
+    float32_differ,
+    float32_tolerance,
+    video_encoder_roundings,
+)
 
 from e2wm.errors import E2WMError
 from e2wm.multimodal import VideoEncoder, VideoEncoderConfig, frames_to_pixels

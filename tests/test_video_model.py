@@ -6,8 +6,8 @@ import pytest
 import torch
 from datasets import Dataset
 from peft import LoraConfig, get_peft_model
-from tiny_lm import TINY_ENCODER, save_tiny_lm
-from tolerances import (
+from support.tiny_lm import TINY_ENCODER
+from support.tolerances import (
     assert_float32_close,
     float32_differ,
     float32_tolerance,
@@ -28,11 +28,6 @@ from e2wm.multimodal.modeling import weighted_lm_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 LORA = dict(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=r".*language_model.*\.(q_proj|v_proj)")
-
-
-@pytest.fixture(scope="module")
-def lm(tmp_path_factory):
-    return save_tiny_lm(tmp_path_factory.mktemp("lm"))
 
 
 def build(lm, tokens_per_step=2, seed=0):

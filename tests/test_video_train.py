@@ -10,9 +10,9 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from tiny_lm import save_tiny_lm
+from support.jobs import kill_midway
+from support.tiny_lm import save_tiny_lm
 
-from e2wm import train_video
 from e2wm.agents.explore import ExploreConfig, explore_episode
 from e2wm.agents.replay import replay
 from e2wm.cli import main
@@ -23,6 +23,7 @@ from e2wm.multimodal.render import RenderConfig, render_episode, write_clip
 from e2wm.multimodal.video_io import Caption, Clip
 from e2wm.simulator.virtualhome import resources
 from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator
+from e2wm.training import train_video
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = sorted((ROOT / "recipes").glob("video_*.yaml"))
@@ -101,7 +102,7 @@ def stages(tmp_path_factory, clips) -> dict:
 def test_every_video_recipe_parses_and_names_its_launch_command(recipe: Path) -> None:
     first = recipe.read_text().splitlines()[0]
     assert first == (
-        "# accelerate launch --config_file accelerate_configs/cpu.yaml -m e2wm.train_video "
+        "# accelerate launch --config_file accelerate_configs/cpu.yaml -m e2wm.training.train_video "
         f"--config recipes/{recipe.name}"
     )
     keys = yaml.safe_load(recipe.read_text())
@@ -253,6 +254,35 @@ def test_a_rerun_resumes_from_the_last_checkpoint(clips, tmp_path) -> None:
     assert again.state.global_step == 3 and len(losses) == 3
     assert losses[:2] == [(h["step"], h["loss"]) for h in first.state.log_history if "loss" in h]
     assert (tmp_path / "config.json").exists() and not (tmp_path / ".tmp-final").exists()
+
+
+def test_a_killed_stage_reruns_to_the_weights_of_an_uninterrupted_run(clips, tmp_path) -> None:
+    """``kill -9`` of ``e2wm train-video`` (the whole process group) at a random point, then the same
+    command: it resumes from the last checkpoint and ends with the weights an uninterrupted run ends with;
+    no temporary and no lock is left."""
+
+    def argv(out: Path) -> list[str]:
+        steps = [
+            "--max_steps",
+            "6",
+            "--save_strategy",
+            "steps",
+            "--save_steps",
+            "1",
+            "--save_total_limit",
+            "1",
+        ]
+        return ["train-video", "--stage", "1", "--clips", str(clips), *ENCODER, *TRAINING, *steps,
+                "--output_dir", str(out)]  # fmt: skip
+
+    reference, out = tmp_path / "reference", tmp_path / "out"
+    main(argv(reference))
+    kill_midway(argv(out), out, seed=7)
+    main(argv(out))  # the same command again
+    want, got = load_file(reference / "model.safetensors"), load_file(out / "model.safetensors")
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "reference"]
+    assert not list(out.glob(".tmp*"))
 
 
 def test_bad_training_configs_exit_2_with_one_line(stages, clips, tmp_path, capsys) -> None:

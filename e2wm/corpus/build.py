@@ -21,17 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from e2wm.collect import SCHEMA, shard_files
 from e2wm.corpus.card import dataset_card
 from e2wm.corpus.context import Context
 from e2wm.corpus.tasks import TASKS, TRACKING_TASKS
 from e2wm.corpus.trace import trace_episode
 from e2wm.corpus.wording import draw
-from e2wm.errors import E2WMError, release
+from e2wm.errors import E2WMError, error_line, release
 from e2wm.files import staged
+from e2wm.rollouts.shards import load_episodes
 from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator
 from e2wm.splits import SPLITS
 
@@ -79,24 +78,6 @@ class BuildConfig:
             raise E2WMError(f"--shots must be 0 or more, got {self.shots}")
         if not 0 <= self.train_kshot_share <= 1:
             raise E2WMError(f"--train-kshot-share must be in [0, 1], got {self.train_kshot_share}")
-
-
-def load_episodes(directory: str) -> list[dict[str, Any]]:
-    """Every episode of every shard in ``directory``, sorted by id."""
-    files = shard_files(directory) if Path(directory).is_dir() else []
-    if not files:
-        raise E2WMError(f"{directory}: no rollout shards (*.parquet); run `e2wm collect` first")
-    episodes = []
-    for path in files:
-        try:
-            table = pq.read_table(path)
-        except Exception as exc:  # noqa: BLE001  # pyarrow raises several types for a corrupt file
-            raise E2WMError(f"{path}: unreadable shard ({str(exc).splitlines()[0]})") from None
-        missing = set(SCHEMA.names) - set(table.column_names)
-        if missing:
-            raise E2WMError(f"{path}: not a rollout shard (missing columns {', '.join(sorted(missing))})")
-        episodes += table.to_pylist()
-    return sorted(episodes, key=lambda e: e["episode_id"])
 
 
 def build_examples(episodes: list[dict[str, Any]], config: BuildConfig, progress: bool = True) -> list[dict]:
@@ -217,7 +198,7 @@ def push(corpus: datasets.DatasetDict, out: str, repo_id: str, private: bool = F
         corpus.push_to_hub(repo_id, private=private)
         DatasetCard((Path(out) / "README.md").read_text()).push_to_hub(repo_id, repo_type="dataset")
     except HfHubHTTPError as exc:
-        reason = exc.server_message or str(exc).splitlines()[0]
+        reason = exc.server_message or error_line(exc)
         raise E2WMError(f"push to {repo_id} failed: HTTP {exc.response.status_code}: {reason}") from None
     except httpx2.TransportError as exc:
         raise E2WMError(f"push to {repo_id} failed: cannot reach the Hub ({exc})") from None

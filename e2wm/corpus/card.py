@@ -8,22 +8,7 @@ from typing import Any
 import datasets
 import yaml
 
-from e2wm.corpus.tasks import TRACKING_TASKS
-
-TASK_DESCRIPTIONS = {
-    "plan_generation": "activity, items and initial conditions -> step-by-step plan",
-    "activity_recognition": "plan -> activity name (generative)",
-    "activity_recognition_mc": "plan -> activity name among distractors",
-    "activity_inference": "described state of a person -> plausible activity (multiple choice)",
-    "counting": "narrated episode -> how many moved items end up on/in a place, and which",
-    "object_path": "narrated multi-person episode -> rooms an object passed through, in order",
-    "object_location": "narrated episode -> where an object was before an event (multiple choice)",
-    "housework_qa": "activity -> an item used in it (multiple choice)",
-    "housework_qa_negation": "activity -> an item not used in it (multiple choice)",
-    "state_tracking_open": "narrated actions -> is an object open now (yes/no)",
-    "state_tracking_holding": "narrated actions -> what a person is holding",
-    "state_tracking_grab": "narrated actions -> can a person pick an object up, and if not why",
-}
+from e2wm.corpus.tasks import SPECS, TRACKING_TASKS
 
 
 def dataset_card(corpus: datasets.DatasetDict, config: Any, agents: dict[str, int], dropped: int) -> str:
@@ -44,7 +29,9 @@ def dataset_card(corpus: datasets.DatasetDict, config: Any, agents: dict[str, in
     }
     header = "| task | what it asks | " + " | ".join(splits) + " |\n|---|---|" + "---|" * len(splits)
     rows = [
-        f"| {t} | {TASK_DESCRIPTIONS.get(t, '')} | " + " | ".join(str(counts[s][t]) for s in splits) + " |"
+        f"| {t} | {SPECS[t].description if t in SPECS else ''} | "
+        + " | ".join(str(counts[s][t]) for s in splits)
+        + " |"
         for t in tasks
     ]
     totals = "| **total** | | " + " | ".join(str(len(corpus[s])) for s in splits) + " |"

@@ -116,7 +116,6 @@ PAST_WALKS = {
     "WALK_TO_ROOM": ["{s} walked to the {o} in the {r}.", "{s} went over to the {o} in the {r}."],
 }
 CONNECTIVES = ["Then", "After that,", "Next,", "Later,"]
-STYLES = ("present", "numbered", "past")
 
 
 @dataclass(frozen=True)

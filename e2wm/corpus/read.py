@@ -8,7 +8,7 @@ from pathlib import Path
 
 import datasets
 
-from e2wm.errors import E2WMError
+from e2wm.errors import E2WMError, error_line
 
 FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
@@ -49,7 +49,7 @@ def open_corpus(path: str, hub: bool = True) -> datasets.DatasetDict:
     except E2WMError:
         raise
     except Exception as exc:  # noqa: BLE001  # datasets and pyarrow raise many types for a bad corpus
-        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        reason = error_line(exc)
         raise E2WMError(f"cannot load corpus {path}: {reason}") from None
     if not isinstance(corpus, datasets.DatasetDict):
         raise E2WMError(f"cannot load corpus {path}: a single dataset, not a corpus with splits")

@@ -9,16 +9,14 @@ touched object (and why not). All tasks of an episode read one trace.
 
 from __future__ import annotations
 
-import functools
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from virtualhome_eval.simulation.evolving_graph.environment import Property, Relation
 
-from e2wm.errors import E2WMError
+from e2wm.rollouts.replay import initial_graph, replay_steps, start, touched_objects
 from e2wm.simulator.protocol import Action, Target
-from e2wm.simulator.virtualhome import resources
 from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator
 
 _ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "other")
@@ -64,24 +62,6 @@ class Trace:
         return sorted(i for i, c in self.categories.items() if c == "Rooms")
 
 
-@functools.lru_cache(maxsize=64)
-def _initial_graph(graph_id: str) -> dict[str, Any]:
-    return resources.program_by_id(graph_id).graphs()[0]
-
-
-def initial_graph(
-    episode: dict[str, Any], scene_graphs: dict[str, dict[str, Any]] | None = None
-) -> dict[str, Any]:
-    """The graph an episode started from: a shipped program's initial graph, or a user's scene graph."""
-    graph_id = episode["graph_id"]
-    if scene_graphs and graph_id in scene_graphs:
-        return scene_graphs[graph_id]
-    try:
-        return _initial_graph(graph_id)
-    except E2WMError:
-        raise E2WMError(f"episode {episode['episode_id']}: unknown scene graph {graph_id!r}") from None
-
-
 def _snapshot(
     sim: VirtualHomeSimulator, people: list[int], objects: list[int], grabbable: list[int]
 ) -> Snapshot:
@@ -125,18 +105,8 @@ def trace_episode(
     episode: dict[str, Any], sim: VirtualHomeSimulator, scene_graphs: dict[str, dict[str, Any]] | None = None
 ) -> Trace:
     """Re-execute ``episode`` once and snapshot the state before and after each step."""
-    sim.reset(initial_graph(episode, scene_graphs))
-    for room in episode["people_rooms"][1:]:
-        sim.state.add_character(room)
-    people = sim.state.char_ids
-    objects: list[int] = []
-    for step in episode["steps"]:
-        for obj in step["object_ids"]:
-            node = sim.node(obj)
-            if node is None:
-                raise E2WMError(f"episode {episode['episode_id']}: object {obj} is not in its scene graph")
-            if node.category != "Rooms" and obj not in objects:
-                objects.append(obj)
+    people = start(episode, sim, initial_graph(episode, scene_graphs))
+    objects = touched_objects(episode, sim)
     grabbable = [i for i in objects if Property.GRABBABLE in sim.node(i).properties]
     names = {n.id: n.class_name for n in sim.state.get_nodes()}
     categories = {n.id: n.category for n in sim.state.get_nodes()}
@@ -148,12 +118,6 @@ def trace_episode(
             seen[names[obj]] += 1
             trace.labels[obj] = f"{_ORDINALS[min(seen[names[obj]], len(_ORDINALS)) - 1]} {trace.name(obj)}"
     trace.snapshots.append(_snapshot(sim, people, objects, grabbable))
-    for step in episode["steps"]:
-        result = sim.step(Action.parse(step["action"]), step["actor"])
-        if result.success != step["success"]:
-            raise E2WMError(
-                f"episode {episode['episode_id']} step {step['index']} ({step['action']}) no longer "
-                f"{'succeeds' if step['success'] else 'fails'} in the simulator: stale or corrupt rollouts"
-            )
+    for _ in replay_steps(episode, sim):
         trace.snapshots.append(_snapshot(sim, people, objects, grabbable))
     return trace

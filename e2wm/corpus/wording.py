@@ -23,7 +23,6 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-FAMILIES = ("train", "held_out")
 LETTERS = "ABCDEFGHIJ"
 
 

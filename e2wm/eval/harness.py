@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from e2wm.corpus.tasks import MULTIPLE_CHOICE
-from e2wm.errors import E2WMError
+from e2wm.errors import E2WMError, error_line
 from e2wm.eval.scoring import wilson_interval
-from e2wm.models import resolve_model
+from e2wm.training.models import resolve_model
 
 if TYPE_CHECKING:
     from lm_eval.models.huggingface import HFLM
@@ -59,7 +59,7 @@ def corpus_pairs(corpus: str, splits: Sequence[str], tasks: Sequence[str]) -> li
     try:
         loaded = datasets.load_from_disk(corpus)
     except Exception as exc:  # noqa: BLE001  # datasets raises many types for a bad directory
-        raise E2WMError(f"cannot load corpus {corpus}: {(str(exc).splitlines() or ['?'])[0]}") from None
+        raise E2WMError(f"cannot load corpus {corpus}: {error_line(exc)}") from None
     if not isinstance(loaded, datasets.DatasetDict):
         raise E2WMError(f"corpus {corpus} is a single dataset, not a corpus with splits")
     missing = [s for s in splits if s not in loaded]
@@ -105,9 +105,7 @@ def load_lm(model: str, adapter: str | None) -> HFLM:
         )
     except (OSError, ValueError, RuntimeError) as exc:
         with_adapter = f" with adapter {adapter}" if adapter else ""
-        raise E2WMError(
-            f"cannot load model {model}{with_adapter}: {(str(exc).splitlines() or ['?'])[0]}"
-        ) from None
+        raise E2WMError(f"cannot load model {model}{with_adapter}: {error_line(exc)}") from None
 
 
 @contextmanager

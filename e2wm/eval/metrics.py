@@ -104,12 +104,12 @@ def yes_no_match(prediction: str, reference: str) -> float:
     return float(bool(predicted) and predicted == expected and predicted[0] in ("yes", "no"))
 
 
-# task -> (metric name in results.json, scoring function)
-METRICS: dict[str, tuple[str, Callable[[str, str], float]]] = {
-    "plan_generation": ("rouge_l", plan_rouge_l),
-    "activity_recognition": ("rouge_l", rouge_l),
-    "counting": ("exact_match", count_match),
-    "object_path": ("path_overlap", path_overlap),
-    "state_tracking_holding": ("exact_match", exact_match),
-    "state_tracking_grab": ("exact_match", yes_no_match),
+# generation task -> its scoring function (the metric's name is the task's ``TaskSpec.metric``)
+SCORERS: dict[str, Callable[[str, str], float]] = {
+    "plan_generation": plan_rouge_l,
+    "activity_recognition": rouge_l,
+    "counting": count_match,
+    "object_path": path_overlap,
+    "state_tracking_holding": exact_match,
+    "state_tracking_grab": yes_no_match,
 }

@@ -16,6 +16,7 @@ from typing import Any
 
 from e2wm.agents.goals import Predicate
 from e2wm.errors import E2WMError
+from e2wm.rollouts.replay import initial_graph, start
 from e2wm.simulator.protocol import Action, Target
 from e2wm.simulator.text import VERB_WORDS
 from e2wm.simulator.virtualhome import resources
@@ -48,7 +49,6 @@ _PHRASES.update(
 )
 _ORDERED = sorted(_PHRASES, key=lambda p: (-len(p.split()), -len(p)))
 _ZERO_ARITY = {"STANDUP", "SLEEP", "WAKEUP"}
-_TWO_TARGETS = {"PUTBACK", "PUTIN", "POUR"}
 _PUT_PREPOSITIONS = {"on": "PUTBACK", "onto": "PUTBACK", "in": "PUTIN", "into": "PUTIN", "inside": "PUTIN"}
 _POUR_PREPOSITIONS = ("into", "in", "onto", "on")
 _ARTICLES = {"the", "a", "an", "some", "your", "my", "his", "her", "their", "its"}
@@ -262,10 +262,6 @@ def ground(
 # --- checking -------------------------------------------------------------------------------------------
 
 
-def _initial_graph(episode: dict[str, Any]) -> dict[str, Any]:
-    return resources.program_by_id(episode["graph_id"]).graphs()[0]
-
-
 def _try(sim: VirtualHomeSimulator, options: list[Action]) -> tuple[Action | None, str | None]:
     """Execute the first option that succeeds; a failed step leaves the state unchanged."""
     failure = None
@@ -290,11 +286,9 @@ def check_plan(
     """Execute a plain-English plan from ``episode``'s initial state and check its goal; never raises on
     bad plan text. A name the episode used for several nodes tries them in order of first use."""
     steps = parse_plan(text)
-    graph = scene_graph if scene_graph is not None else _initial_graph(episode)
+    graph = scene_graph if scene_graph is not None else initial_graph(episode)
     sim = sim or VirtualHomeSimulator()
-    sim.reset(graph)
-    for room in (episode.get("people_rooms") or [])[1:]:
-        sim.state.add_character(room)
+    start(episode, sim, graph)
     grounder = _Grounder(graph, episode)
     outcomes = []
     for step in steps:

@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from e2wm.corpus.tasks import TRACKING_TASKS
-from e2wm.eval.suite import REPORTED_SPLITS, VARIANTS, primary_metric
+from e2wm.eval.config import REPORTED_SPLITS, VARIANTS, primary_metric
 
 COLORS = {"base": "#9e9e9e", "fine-tuned": "#1f77b4"}
 LINES = {"base": "--", "fine-tuned": "-"}

@@ -1,6 +1,6 @@
 """General-text retention: perplexity on held-out prose, to see what fine-tuning cost the base model.
 
-The prose is ``e2wm.general_text``'s "retention" part of one source: "pydoc" (Python reference prose,
+The prose is ``e2wm.training.general_text``'s "retention" part of one source: "pydoc" (Python reference prose,
 the default) or "news" (news articles), disjoint from the "fisher" part EWC and replay use.
 
 Each passage is tokenized alone (with the tokenizer's special tokens) and cut to ``max_length`` tokens;
@@ -17,8 +17,8 @@ from typing import NamedTuple
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from e2wm import general_text
 from e2wm.errors import E2WMError
+from e2wm.training import general_text
 
 
 class Perplexity(NamedTuple):
@@ -66,8 +66,8 @@ def retention_perplexity(
     max_length: int = 512,
     source: str = "pydoc",
 ) -> Perplexity:
-    """Perplexity on held-out ``e2wm.general_text`` ("retention" part of ``source``, "pydoc" or "news"):
-    all its passages, or ``max_passages`` of them evenly spaced through its fixed order."""
+    """Perplexity on held-out ``e2wm.training.general_text`` ("retention" part of ``source``, "pydoc" or
+    "news"): all its passages, or ``max_passages`` of them evenly spaced through its fixed order."""
     passages = general_text.passages("retention", source)
     if len(passages) > max_passages:
         passages = [passages[i * len(passages) // max_passages] for i in range(max_passages)]

@@ -233,18 +233,6 @@ def argmax(scores: list[float]) -> int:
     return max(range(len(scores)), key=scores.__getitem__)
 
 
-def predict(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    prompt: str,
-    choices: list[str],
-    normalization: str = "mean",
-    unconditional: UnconditionalScorer | None = None,
-) -> int:
-    """Index of the best choice, ties to the lowest index."""
-    return argmax(score_choices(model, tokenizer, prompt, choices, normalization, unconditional))
-
-
 def wilson_interval(correct: int, n: int, z: float = Z_95) -> tuple[float, float]:
     """Wilson score interval of a proportion (95% by default)."""
     if n == 0:

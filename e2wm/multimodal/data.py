@@ -18,13 +18,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from e2wm.corpus.build import load_episodes
 from e2wm.errors import E2WMError
 from e2wm.multimodal.configuration import FRAMES_PER_STEP
 from e2wm.multimodal.encoder import VideoEncoder, frames_to_pixels
 from e2wm.multimodal.processing import E2WMVideoProcessor
 from e2wm.multimodal.render import TEMPLATES, RenderConfig, parse_caption, render_episode
 from e2wm.multimodal.video_io import Clip
+from e2wm.rollouts.shards import load_episodes
 
 # Stage-1 classes: what happened in a feature step, by the verb of its caption.
 EVENT_CLASSES: tuple[str, ...] = ("none", *TEMPLATES)

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from e2wm.errors import E2WMError
+from e2wm.errors import E2WMError, error_line
 from e2wm.multimodal.configuration import FRAMES_PER_STEP
 from e2wm.multimodal.metrics import score_stream
 from e2wm.multimodal.modeling import E2WMVideoForCausalLM
@@ -26,7 +26,8 @@ Utterance = tuple[float, str]
 
 
 def load_narrator(model_dir: str | Path, threshold: float = 0.5) -> StreamingNarrator:
-    """The model and processor a training stage saved (``e2wm.train_video`` stage 2 or 3), as a narrator."""
+    """The model and processor a training stage saved (``e2wm.training.train_video`` stage 2 or 3), as a
+    narrator."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoProcessor
 
     import e2wm.multimodal  # noqa: F401  # registers the video model with the Auto classes
@@ -45,7 +46,7 @@ def load_narrator(model_dir: str | Path, threshold: float = 0.5) -> StreamingNar
         model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, dtype=torch.float32)
         processor = AutoProcessor.from_pretrained(path)
     except (OSError, ValueError) as exc:
-        raise E2WMError(f"{path}: cannot load the model ({str(exc).splitlines()[0]})") from None
+        raise E2WMError(f"{path}: cannot load the model ({error_line(exc)})") from None
     if not isinstance(model, E2WMVideoForCausalLM) or not isinstance(processor, E2WMVideoProcessor):
         raise E2WMError(f"{path}: not a video narrator with its processor")
     return StreamingNarrator(model, processor, threshold=threshold)
@@ -93,9 +94,9 @@ def evaluate_stream(
     realtime: bool = False,
     echo: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Narrate every clip with ``model`` (a directory from ``e2wm.train_video``, or a loaded narrator) at
-    ``threshold``; frames, seconds, frames/s and the predictions, plus ``score_stream`` metrics against the
-    clips' captions (``scored=False``: clips without references)."""
+    """Narrate every clip with ``model`` (a directory from ``e2wm.training.train_video``, or a loaded
+    narrator) at ``threshold``; frames, seconds, frames/s and the predictions, plus ``score_stream`` metrics
+    against the clips' captions (``scored=False``: clips without references)."""
     if tolerance < 0:
         raise E2WMError(f"tolerance must be non-negative, got {tolerance}")
     if not 0 <= threshold <= 1:

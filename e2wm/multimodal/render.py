@@ -39,17 +39,15 @@ import orjson
 from tqdm import tqdm
 from virtualhome_eval.simulation.evolving_graph.environment import Relation
 
-from e2wm.corpus.build import load_episodes
-from e2wm.corpus.trace import initial_graph
 from e2wm.errors import E2WMError, release
 from e2wm.multimodal.video_io import Caption, Clip
-from e2wm.simulator.protocol import Action
+from e2wm.rollouts.replay import initial_graph, replay_steps, start, touched_objects
+from e2wm.rollouts.shards import load_episodes
 from e2wm.simulator.virtualhome import resources
 from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator
 from e2wm.splits import SPLITS
 
 RGB = tuple[int, int, int]
-RenderedClip = Clip  # a rendered episode is a clip named by its episode id
 
 # --- narration ---------------------------------------------------------------------------------------------
 
@@ -247,33 +245,12 @@ def _replay(
     episode: dict[str, Any], graph: dict[str, Any]
 ) -> tuple[VirtualHomeSimulator, list[int], list[_Moment]]:
     """Re-execute ``episode``: the simulator (back at the start), touched objects, moments between steps."""
-    name = episode["episode_id"]
-    sim = VirtualHomeSimulator(graph)
-    for room in episode["people_rooms"][1:]:
-        node = sim.node(room)
-        if node is None or node.category != "Rooms":
-            raise E2WMError(f"episode {name}: person start {room} is not a room of its scene")
-        sim.state.add_character(room)
-    people = len(sim.state.char_ids)
-    objects: list[int] = []
-    for step in episode["steps"]:
-        for obj in step["object_ids"]:
-            node = sim.node(obj)
-            if node is None:
-                raise E2WMError(f"episode {name}: object {obj} is not in its scene graph")
-            if node.category not in ("Rooms", "Characters") and obj not in objects:
-                objects.append(obj)
+    sim = VirtualHomeSimulator()
+    people = len(start(episode, sim, graph))
+    objects = touched_objects(episode, sim, skip=("Rooms", "Characters"))
     mark = sim.mark()
     moments = [_moment(sim, objects, people)]
-    for step in episode["steps"]:
-        if not 0 <= step["actor"] < people:
-            raise E2WMError(f"episode {name} step {step['index']}: no person {step['actor']}")
-        result = sim.step(Action.parse(step["action"]), step["actor"])
-        if result.success != step["success"]:
-            raise E2WMError(
-                f"episode {name} step {step['index']} ({step['action']}) no longer "
-                f"{'succeeds' if step['success'] else 'fails'} in the simulator: stale or corrupt rollouts"
-            )
+    for _ in replay_steps(episode, sim):
         moments.append(_moment(sim, objects, people))
     sim.rollback(mark)  # back to the initial scene: the layout reads it
     return sim, objects, moments

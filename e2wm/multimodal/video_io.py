@@ -19,7 +19,7 @@ import av
 import cv2
 import numpy as np
 
-from e2wm.errors import E2WMError
+from e2wm.errors import E2WMError, error_line
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi")
 
@@ -89,7 +89,7 @@ def load_video(
                 frames.append(image)
                 times.append(frame.time)
     except av.FFmpegError as exc:
-        raise E2WMError(f"{path}: cannot decode video ({str(exc).splitlines()[0]})") from None
+        raise E2WMError(f"{path}: cannot decode video ({error_line(exc)})") from None
     if not frames:
         raise E2WMError(f"{path}: the video has no frames")
     if source_fps <= 0:
@@ -131,7 +131,7 @@ def load_captions(path: str | Path) -> list[Caption]:
     except FileNotFoundError:
         raise E2WMError(f"{path}: no such caption file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise E2WMError(f"{path}: not valid JSON ({str(exc).splitlines()[0]})") from None
+        raise E2WMError(f"{path}: not valid JSON ({error_line(exc)})") from None
     if not isinstance(data, dict) or not isinstance(data.get("captions"), list):
         raise E2WMError(f"{path}: expected a JSON object with a 'captions' list")
     captions = [_caption(path, k, item) for k, item in enumerate(data["captions"])]

@@ -29,18 +29,7 @@ def housework_qa(trace: Trace, ctx: Context, rng: random.Random, wording: Wordin
     used, unused = pools
     answer = rng.choice(used)
     choices = multiple_choice(answer, rng.sample(unused, 3), rng)
-    return [
-        example(
-            "housework_qa",
-            trace,
-            wording,
-            f"Activity: {trace.episode['activity']}.",
-            wording.question,
-            answer,
-            choices=choices,
-            meta={"used": used},
-        )
-    ]
+    return _asked("housework_qa", trace, wording, answer, choices, used)
 
 
 def housework_qa_negation(
@@ -52,15 +41,14 @@ def housework_qa_negation(
     used, unused = pools
     answer = rng.choice(unused)
     choices = multiple_choice(answer, rng.sample(used, 3), rng)
+    return _asked("housework_qa_negation", trace, wording, answer, choices, used)
+
+
+def _asked(
+    task: str, trace: Trace, wording: Wording, answer: str, choices: list[str], used: list[str]
+) -> list[dict[str, Any]]:
+    """The one example of a housework task: the activity told, the item asked for among ``choices``."""
+    told = f"Activity: {trace.episode['activity']}."
     return [
-        example(
-            "housework_qa_negation",
-            trace,
-            wording,
-            f"Activity: {trace.episode['activity']}.",
-            wording.question,
-            answer,
-            choices=choices,
-            meta={"used": used},
-        )
+        example(task, trace, wording, told, wording.question, answer, choices=choices, meta={"used": used})
     ]

@@ -5,7 +5,9 @@ Each question is asked after a random number of steps, so examples cover short a
 
 from __future__ import annotations
 
+import functools
 import random
+from collections.abc import Callable
 from typing import Any
 
 from e2wm.corpus.context import Context
@@ -15,76 +17,68 @@ from e2wm.corpus.trace import Trace
 from e2wm.corpus.wording import Wording
 from e2wm.simulator.virtualhome.backend import humanize
 
-
-def _setup(trace: Trace, rng: random.Random, wording: Wording) -> tuple[int, list[Person], str] | None:
-    """(steps told, the people, the story so far), or None for episodes these questions do not fit."""
-    if trace.episode["agent"] != "random" or not trace.steps:
-        return None
-    upto = rng.randint(1, len(trace.steps))
-    people = cast(trace, rng)
-    return upto, people, story(trace, people, rng, wording.narration, upto)
+Ask = Callable[[Trace, random.Random, Wording, int, list[Person], str], list[dict[str, Any]]]
 
 
+def _after_a_story(ask: Ask) -> Callable[[Trace, Context, random.Random, Wording], list[dict[str, Any]]]:
+    """The task that tells a random episode's first steps as a story, then calls ``ask(trace, rng,
+    wording, steps told, the people, the story)``; no examples for other episodes."""
+
+    @functools.wraps(ask)
+    def task(trace: Trace, ctx: Context, rng: random.Random, wording: Wording) -> list[dict[str, Any]]:
+        if trace.episode["agent"] != "random" or not trace.steps:
+            return []
+        upto = rng.randint(1, len(trace.steps))
+        people = cast(trace, rng)
+        return ask(trace, rng, wording, upto, people, story(trace, people, rng, wording.narration, upto))
+
+    return task
+
+
+@_after_a_story
 def state_tracking_open(
-    trace: Trace, ctx: Context, rng: random.Random, wording: Wording
+    trace: Trace, rng: random.Random, wording: Wording, upto: int, people: list[Person], told: str
 ) -> list[dict[str, Any]]:
     """Is the X open? (yes / no)"""
-    setup = _setup(trace, rng, wording)
-    if setup is None:
-        return []
-    upto, _, told = setup
     openable = [i for i in trace.objects if trace.snapshots[0].states[i] & {"OPEN", "CLOSED"}]
     if not openable:
         return []
     obj = rng.choice(openable)
     answer = "yes" if "OPEN" in trace.snapshots[upto].states[obj] else "no"
+    question = wording.question.format(obj=trace.label(obj))
+    meta = {"object": obj, "step": upto}
     return [
         example(
             "state_tracking_open",
             trace,
             wording,
             told,
-            wording.question.format(obj=trace.label(obj)),
+            question,
             answer,
             choices=["yes", "no"],
             length=upto,
-            meta={"object": obj, "step": upto},
+            meta=meta,
         )
     ]
 
 
+@_after_a_story
 def state_tracking_holding(
-    trace: Trace, ctx: Context, rng: random.Random, wording: Wording
+    trace: Trace, rng: random.Random, wording: Wording, upto: int, people: list[Person], told: str
 ) -> list[dict[str, Any]]:
     """What is P holding?"""
-    setup = _setup(trace, rng, wording)
-    if setup is None:
-        return []
-    upto, people, told = setup
     k = rng.randrange(len(people))
-    held = sorted(trace.label(i) for i in trace.snapshots[upto].held[k])
-    return [
-        example(
-            "state_tracking_holding",
-            trace,
-            wording,
-            told,
-            wording.question.format(person=people[k].name),
-            join_names(held),
-            length=upto,
-            meta={"person": k, "step": upto},
-        )
-    ]
+    held = join_names(sorted(trace.label(i) for i in trace.snapshots[upto].held[k]))
+    question = wording.question.format(person=people[k].name)
+    meta = {"person": k, "step": upto}
+    return [example("state_tracking_holding", trace, wording, told, question, held, length=upto, meta=meta)]
 
 
+@_after_a_story
 def state_tracking_grab(
-    trace: Trace, ctx: Context, rng: random.Random, wording: Wording
+    trace: Trace, rng: random.Random, wording: Wording, upto: int, people: list[Person], told: str
 ) -> list[dict[str, Any]]:
     """Can P grab X now, and if not, why not (the precondition that fails)?"""
-    setup = _setup(trace, rng, wording)
-    if setup is None:
-        return []
-    upto, people, told = setup
     snap = trace.snapshots[upto]
     options = sorted(snap.grab)
     if not options:
@@ -94,15 +88,6 @@ def state_tracking_grab(
     names = {trace.people[p]: person.name for p, person in enumerate(people)}
     names.update({i: "the " + trace.label(i) for i in trace.objects})
     answer = "yes" if failure is None else "no, " + humanize(failure, names)
-    return [
-        example(
-            "state_tracking_grab",
-            trace,
-            wording,
-            told,
-            wording.question.format(person=people[k].name, obj=trace.label(obj)),
-            answer,
-            length=upto,
-            meta={"person": k, "name": people[k].name, "object": obj, "step": upto, "failure": failure},
-        )
-    ]
+    question = wording.question.format(person=people[k].name, obj=trace.label(obj))
+    meta = {"person": k, "name": people[k].name, "object": obj, "step": upto, "failure": failure}
+    return [example("state_tracking_grab", trace, wording, told, question, answer, length=upto, meta=meta)]

@@ -22,10 +22,9 @@ import yaml
 from trl import ModelConfig, SFTConfig, TrlParser
 
 from e2wm.corpus.tasks import TASKS
-from e2wm.errors import E2WMError, did_you_mean
-from e2wm.eval.suite import SUITES
+from e2wm.errors import E2WMError, did_you_mean, error_line
 from e2wm.files import check_safetensors
-from e2wm.general_text import SOURCES
+from e2wm.training.general_text import SOURCES
 
 
 @dataclass
@@ -61,7 +60,7 @@ class ScriptArguments:
     replay_fraction: float = field(
         default=0.0,
         metadata={
-            "help": "share of training examples that are general prose from e2wm.general_text part "
+            "help": "share of training examples that are general prose from e2wm.training.general_text part "
             '"fisher" (never the retention part), mixed into the train split: n_replay = '
             "round(fraction / (1 - fraction) * n_train), cycling passages if needed; 0: none"
         },
@@ -76,11 +75,6 @@ class ScriptArguments:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise E2WMError(f"{name} must be 1 or more (or unset), got {value}")
-        if self.eval_suite is not None and self.eval_suite not in SUITES:
-            raise E2WMError(
-                f"unknown eval_suite {self.eval_suite!r}: choose one of {', '.join(SUITES)}"
-                + did_you_mean(self.eval_suite, SUITES)
-            )
         unknown = sorted(set(self.tasks or ()) - set(TASKS)) + sorted(set(self.weights()) - set(TASKS))
         if unknown:
             raise E2WMError(f"unknown task(s) {', '.join(unknown)}: choose from {', '.join(TASKS)}")
@@ -166,7 +160,7 @@ def parse_recipe(classes: tuple[type, ...], argv: list[str] | None = None) -> tu
             warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
             return tuple(TrlParser(classes).parse_args_and_config(argv))
     except ValueError as exc:  # transformers' and TRL's own checks of the arguments
-        raise E2WMError(f"bad training config: {_first_line(exc)}") from None
+        raise E2WMError(f"bad training config: {error_line(exc)}") from None
 
 
 def recipe_fields(classes: tuple[type, ...]) -> dict[str, Any]:
@@ -210,7 +204,7 @@ def check_recipe(path: str, fields: dict[str, Any]) -> None:
     except FileNotFoundError:
         raise E2WMError(f"recipe {path}: no such file") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise E2WMError(f"recipe {path}: not readable YAML ({_first_line(exc)})") from None
+        raise E2WMError(f"recipe {path}: not readable YAML ({error_line(exc)})") from None
     if not isinstance(recipe, dict):
         raise E2WMError(f"recipe {path}: not a YAML mapping of fields to values")
     for key, value in recipe.items():
@@ -269,7 +263,3 @@ def check_training(training: SFTConfig, model_args: ModelConfig) -> None:
     resume = training.resume_from_checkpoint
     if isinstance(resume, str) and resume.lower() not in ("true", "false") and not Path(resume).is_dir():
         raise E2WMError(f"resume_from_checkpoint {resume}: no such checkpoint directory")
-
-
-def _first_line(exc: BaseException) -> str:
-    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)

@@ -2,7 +2,7 @@
 
 The loss of a micro-batch is the completion-only cross-entropy, each example's tokens weighted by its
 ``weight`` column (the corpus's per-task mixture weight), plus ``lambda * sum F * dW^2`` from
-``e2wm.ewc.EWC``. The penalty is added once per optimizer step: divided by the gradient accumulation
+``e2wm.training.ewc.EWC``. The penalty is added once per optimizer step: divided by the gradient accumulation
 steps when the loss is normalized by the global token count (``num_items_in_batch``), as ``Trainer`` then
 leaves accumulation to the loss. Every rank adds the same penalty and DDP averages gradients, so
 multi-process training needs no other correction. ``ce_loss`` and ``ewc_penalty`` are logged with the
@@ -18,7 +18,7 @@ import torch
 from trl import SFTTrainer
 
 from e2wm.errors import E2WMError
-from e2wm.ewc import EWC
+from e2wm.training.ewc import EWC
 
 
 class _WithWeights:

@@ -4,7 +4,7 @@ EWC needs the Fisher information of the *base* model on general text (what fine-
 forget), and the eval suite needs held-out general text for a perplexity-retention check. Both must
 work offline and reproducibly. Two sources, each split into two disjoint parts:
 
-* ``"fisher"``: for Fisher estimation (``e2wm.fisher``) and replay (``replay_fraction`` in training);
+* ``"fisher"``: for Fisher estimation (``e2wm.training.fisher``) and replay (``replay_fraction`` in training);
 * ``"retention"``: held out, for the eval suite's general-text perplexity check.
 
 Source ``"pydoc"`` (the default; technical prose) is the prose that ships with every CPython install:

@@ -1,12 +1,13 @@
-"""Fine-tune a causal LM on an e2wm corpus with LoRA (or full fine-tuning) plus EWC.
+r"""Fine-tune a causal LM on an e2wm corpus with LoRA (or full fine-tuning) plus EWC.
 
-    accelerate launch --config_file accelerate_configs/cpu.yaml -m e2wm.train --config recipes/RECIPE.yaml
+    accelerate launch --config_file accelerate_configs/cpu.yaml -m e2wm.training.train \
+        --config recipes/RECIPE.yaml
     e2wm train --config recipes/RECIPE.yaml [--field value ...]
 
 The recipe maps onto ``ScriptArguments``, TRL's ``SFTConfig`` and ``ModelConfig``, and ``EWCConfig``
-(``e2wm.config``); flags override it. The Fisher is read from ``fisher_path``, or estimated on the base
-model and saved there first (by the main process; the others wait). A run whose ``output_dir`` holds
-checkpoints resumes from the last one. The adapter (or model) and tokenizer are saved to ``output_dir``.
+(``e2wm.training.config``); flags override it. The Fisher is read from ``fisher_path``, or estimated on
+the base model and saved there first (by the main process; the others wait). A run whose ``output_dir``
+holds checkpoints resumes from the last one. The adapter (or model) and tokenizer are saved to ``output_dir``.
 """
 
 from __future__ import annotations
@@ -24,17 +25,17 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, SFTConfig, get_peft_config, get_quantization_config
 
-from e2wm import general_text
-from e2wm.config import EWCConfig, ScriptArguments, parse
 from e2wm.corpus.read import open_corpus
-from e2wm.errors import E2WMError, release, reported
-from e2wm.eval.suite import EvalConfig, evaluate
-from e2wm.ewc import factorize
+from e2wm.errors import E2WMError, did_you_mean, release, reported
+from e2wm.eval.config import SUITES, EvalConfig
+from e2wm.eval.run import evaluate
 from e2wm.files import output_lock
-from e2wm.fisher import compute_fisher, load_fisher, save_fisher
-from e2wm.models import DEFAULT_MODEL, check_model, resolve_model
-from e2wm.recipe import save_recipe
-from e2wm.trainer import EWCSFTTrainer
+from e2wm.training import general_text
+from e2wm.training.config import EWCConfig, ScriptArguments, parse
+from e2wm.training.fisher import estimate_fisher, factor, load_fisher, save_fisher
+from e2wm.training.models import DEFAULT_MODEL, check_model, resolve_model
+from e2wm.training.recipe import save_recipe
+from e2wm.training.trainer import EWCSFTTrainer
 
 COLUMNS = ("prompt", "completion", "weight")
 # bitsandbytes warns on every CPU import that an optional kernel package is missing; 4-bit CPU kernels
@@ -68,8 +69,8 @@ def load_corpus(script: ScriptArguments, split: str) -> datasets.Dataset:
 def mix_replay(script: ScriptArguments, ds: datasets.Dataset, seed: int) -> datasets.Dataset:
     """The train split with ``replay_fraction`` of general prose mixed in, shuffled with ``seed``.
 
-    round(f / (1 - f) * n) passages of ``e2wm.general_text`` part "fisher" (never "retention", which the
-    eval holds out) of ``replay_source``, taken in a seeded order and cycled if more are needed, each an
+    round(f / (1 - f) * n) passages of ``e2wm.training.general_text`` part "fisher" (never "retention", which
+    the eval holds out) of ``replay_source``, taken in a seeded order and cycled if more are needed, each an
     example ``{"prompt": "", "completion": passage, "weight": 1.0}``. With ``completion_only_loss`` TRL
     masks the tokens of the tokenized prompt, which for "" is no token (or the tokenizer's BOS, if it adds
     one): the loss covers the whole passage. ``replay_fraction`` 0 returns ``ds`` unchanged.
@@ -112,60 +113,15 @@ def fisher_for(
     return load_fisher(path)[0]
 
 
-def estimate_fisher(
-    model: Any, tokenizer: Any, data: str, samples: int, max_length: int, targets: list[str] | str
-) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Diagonal Fisher on ``general`` prose, ``model-samples``, or a dataset's ``text``/``prompt`` column."""
-    if data == "model-samples":
-        return compute_fisher(
-            model,
-            tokenizer,
-            texts=None,
-            source="model",
-            samples=samples,
-            max_length=max_length,
-            target_modules=targets,
-        )
-    if data == "general":
-        texts = general_text.passages("fisher")
-    else:
-        try:
-            ds = datasets.load_from_disk(data) if Path(data).exists() else datasets.load_dataset(data)
-        except Exception as exc:  # noqa: BLE001
-            raise E2WMError(f"cannot load Fisher data {data}: {str(exc).splitlines()[0]}") from None
-        ds = ds["train"] if isinstance(ds, datasets.DatasetDict) else ds
-        column = next((c for c in ("text", "prompt") if c in ds.column_names), None)
-        if column is None:
-            raise E2WMError(f"Fisher data {data} has no 'text' or 'prompt' column")
-        texts = ds[column]
-    fisher, metadata = compute_fisher(
-        model,
-        tokenizer,
-        texts=texts,
-        source="empirical",
-        samples=samples,
-        max_length=max_length,
-        target_modules=targets,
-    )
-    metadata["data"] = data
-    return fisher, metadata
-
-
-def factor(fisher: dict[str, torch.Tensor], metadata: dict[str, str], rank: int):
-    """Store each matrix's Fisher as a non-negative rank-``rank`` product (``.fisher_u``, ``.fisher_v``)."""
-    factored = {}
-    for name, f in fisher.items():
-        if f.dim() == 2:
-            factored[name + ".fisher_u"], factored[name + ".fisher_v"] = factorize(f, rank)
-        else:
-            factored[name] = f
-    return factored, {**metadata, "format": "factored", "rank": str(rank)}
-
-
 def eval_config(script: ScriptArguments, training: SFTConfig, model_args: ModelConfig) -> EvalConfig | None:
     """The ``e2wm eval`` run on the trained adapter that ``eval_suite`` asks for (None: none), checked."""
     if script.eval_suite is None:
         return None
+    if script.eval_suite not in SUITES:
+        raise E2WMError(
+            f"unknown eval_suite {script.eval_suite!r}: choose one of {', '.join(SUITES)}"
+            + did_you_mean(script.eval_suite, SUITES)
+        )
     if get_peft_config(model_args) is None:
         raise E2WMError("eval_suite evaluates a LoRA adapter: set use_peft, or leave eval_suite unset")
     config = EvalConfig(
@@ -245,7 +201,7 @@ def _train(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``python -m e2wm.train`` / ``accelerate launch -m e2wm.train``."""
+    """Entry point of ``python -m e2wm.training.train`` / ``accelerate launch -m e2wm.training.train``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in argv
     with reported("train", verbose):

@@ -1,6 +1,7 @@
-"""Train the video narrator in three stages, each from a recipe and the previous stage's output:
+r"""Train the video narrator in three stages, each from a recipe and the previous stage's output:
 
-    accelerate launch --config_file accelerate_configs/cpu.yaml -m e2wm.train_video --config recipes/X.yaml
+    accelerate launch --config_file accelerate_configs/cpu.yaml -m e2wm.training.train_video \
+        --config recipes/X.yaml
 
 1. ``stage: 1`` encoder pretraining: the causal video encoder and a linear head classify, per feature step (4
    frames), the event that happened in it (the verb of its caption, or none). Saves the encoder.
@@ -18,6 +19,7 @@ encoder is frozen in stages 2 and 3, so its features are computed once, before t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -29,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate import PartialState
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -43,12 +46,13 @@ from transformers.modeling_outputs import TokenClassifierOutput
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 
-from e2wm.config import parse_recipe
-from e2wm.errors import E2WMError, reported
-from e2wm.models import DEFAULT_MODEL, resolve_model
+from e2wm.errors import E2WMError, error_line, reported
+from e2wm.files import output_lock
 from e2wm.multimodal import E2WMVideoForCausalLM, E2WMVideoProcessor, VideoEncoder, VideoEncoderConfig
 from e2wm.multimodal.data import EVENT_CLASSES, IGNORE, EventWindows, FeatureCollator, stream_rows
 from e2wm.multimodal.video_io import Clip, VideoCaptionDirectory
+from e2wm.training.config import parse_recipe
+from e2wm.training.models import DEFAULT_MODEL, resolve_model
 
 STAGES = (1, 2, 3)
 
@@ -362,14 +366,14 @@ def load_model(cls: type[PreTrainedModel], path: str) -> PreTrainedModel:
             raise E2WMError(f"{path} holds a {found!r} model, not a {expected!r} one: check init_from")
         return cls.from_pretrained(path, use_safetensors=True, dtype=torch.float32)
     except (OSError, ValueError) as exc:
-        raise E2WMError(f"{path}: cannot load the model ({str(exc).splitlines()[0]})") from None
+        raise E2WMError(f"{path}: cannot load the model ({error_line(exc)})") from None
 
 
 def load_processor(path: str) -> E2WMVideoProcessor:
     try:
         processor = AutoProcessor.from_pretrained(path)
     except (OSError, ValueError) as exc:
-        raise E2WMError(f"{path}: cannot load the processor ({str(exc).splitlines()[0]})") from None
+        raise E2WMError(f"{path}: cannot load the processor ({error_line(exc)})") from None
     if not isinstance(processor, E2WMVideoProcessor):
         raise E2WMError(f"{path}: no video processor (processor_config.json) next to the model")
     return processor
@@ -400,19 +404,23 @@ def publish(output_dir: str, save: Callable[[str], None]) -> None:
 
 
 def train(script: VideoScriptArguments, training: SFTConfig, model_args: ModelConfig) -> Trainer:
-    """Run the configured stage; returns its trainer."""
+    """Run the configured stage; returns its trainer. A second job training into the same ``output_dir``
+    at once is refused."""
     script.validate()
-    if script.stage == 1:
-        return train_encoder(script, training)
-    if script.stage == 2:
-        return train_projector(script, training, model_args)
-    return train_lora(script, training, model_args)
+    main = PartialState().is_main_process  # the other processes write nothing of their own
+    with output_lock(training.output_dir) if main else contextlib.nullcontext():
+        if script.stage == 1:
+            return train_encoder(script, training)
+        if script.stage == 2:
+            return train_projector(script, training, model_args)
+        return train_lora(script, training, model_args)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``python -m e2wm.train_video`` / ``accelerate launch -m e2wm.train_video``."""
+    """Entry point of ``python -m e2wm.training.train_video`` and
+    ``accelerate launch -m e2wm.training.train_video``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    with reported("train_video", "--verbose" in argv):
+    with reported("train-video", "--verbose" in argv):
         train(*parse([a for a in argv if a != "--verbose"]))
 
 

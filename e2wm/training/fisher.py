@@ -1,4 +1,4 @@
-"""Diagonal Fisher information of a base causal LM, for the EWC penalty (``e2wm.ewc``).
+"""Diagonal Fisher information of a base causal LM, for the EWC penalty (``e2wm.training.ewc``).
 
 F = mean over examples of the squared *per-example* gradient of the example's objective, the
 sequence's mean token negative log-likelihood (not the square of a batch gradient), in fp32, for
@@ -6,7 +6,7 @@ the weights LoRA targets (every parameter with ``"all"``).
 
 Two sources of examples:
 
-* ``"empirical"``: the given texts (default: ``e2wm.general_text`` part ``"fisher"``), tokenized and
+* ``"empirical"``: the given texts (default: ``e2wm.training.general_text`` part ``"fisher"``), tokenized and
   truncated to ``max_length``; the empirical Fisher.
 * ``"model"``: sequences sampled from the model itself (pure ancestral sampling at temperature 1 from
   the BOS token, seeded); the true Fisher, no corpus needed.
@@ -30,18 +30,21 @@ import os
 import random
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
+import datasets
 import torch
 from torch import Tensor, nn
 
-from e2wm.errors import E2WMError
+from e2wm.errors import E2WMError, error_line
 from e2wm.files import staged_file
+from e2wm.training import general_text
+from e2wm.training.ewc import factorize
 
 SOURCES = ("empirical", "model")
 DEFAULT_TARGETS = ("q_proj", "v_proj")
 SAMPLE_BATCH = 8  # sequences generated per model.generate call (fixed: the samples depend on it)
 _CHUNK_ELEMENTS = 1 << 24  # per-example gradient elements materialised at once (64 MiB in fp32)
-METADATA_KEYS = ("model", "data", "source", "samples", "tokens", "max_length", "targets", "seed")
 
 
 # ---------------------------------------------------------------------------------------------- targets
@@ -194,9 +197,7 @@ def _examples(
             raise E2WMError("source 'model' samples its own sequences: do not pass texts")
         return _sample_sequences(model, tokenizer, samples, max_length, seed), data or "model-samples"
     if texts is None:
-        from e2wm.general_text import passages
-
-        texts, data = passages("fisher"), data or "general"
+        texts, data = general_text.passages("fisher"), data or "general"
     usable = [t for t in texts if isinstance(t, str) and t.strip()]
     if not usable:
         raise E2WMError("no non-empty texts to estimate the Fisher from")
@@ -465,6 +466,58 @@ def _estimate(
     )
 
 
+def estimate_fisher(
+    model: Any, tokenizer: Any, data: str, samples: int, max_length: int, targets: list[str] | str
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Diagonal Fisher on ``general`` prose, ``model-samples``, or a dataset's ``text``/``prompt`` column."""
+    if data == "model-samples":
+        return compute_fisher(
+            model,
+            tokenizer,
+            texts=None,
+            source="model",
+            samples=samples,
+            max_length=max_length,
+            target_modules=targets,
+        )
+    if data == "general":
+        texts = general_text.passages("fisher")
+    else:
+        try:
+            ds = datasets.load_from_disk(data) if Path(data).exists() else datasets.load_dataset(data)
+        except Exception as exc:  # noqa: BLE001
+            raise E2WMError(f"cannot load Fisher data {data}: {error_line(exc)}") from None
+        ds = ds["train"] if isinstance(ds, datasets.DatasetDict) else ds
+        column = next((c for c in ("text", "prompt") if c in ds.column_names), None)
+        if column is None:
+            raise E2WMError(f"Fisher data {data} has no 'text' or 'prompt' column")
+        texts = ds[column]
+    fisher, metadata = compute_fisher(
+        model,
+        tokenizer,
+        texts=texts,
+        source="empirical",
+        samples=samples,
+        max_length=max_length,
+        target_modules=targets,
+    )
+    metadata["data"] = data
+    return fisher, metadata
+
+
+def factor(
+    fisher: dict[str, torch.Tensor], metadata: dict[str, str], rank: int
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Store each matrix's Fisher as a non-negative rank-``rank`` product (``.fisher_u``, ``.fisher_v``)."""
+    factored = {}
+    for name, f in fisher.items():
+        if f.dim() == 2:
+            factored[name + ".fisher_u"], factored[name + ".fisher_v"] = factorize(f, rank)
+        else:
+            factored[name] = f
+    return factored, {**metadata, "format": "factored", "rank": str(rank)}
+
+
 def save_fisher(path: str | os.PathLike, fisher: dict[str, Tensor], metadata: dict[str, str]) -> Path:
     """Write the Fisher tensors (fp32) and string metadata as safetensors: a temporary file, then a rename."""
     from safetensors.torch import save_file
@@ -491,7 +544,7 @@ def load_fisher(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, s
             metadata = dict(f.metadata() or {})
             fisher = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     except Exception as exc:  # safetensors raises its own error type, OSError or RuntimeError
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = error_line(exc)
         raise E2WMError(f"{path} is not a readable safetensors Fisher file ({reason})") from None
     if "model" not in metadata:
         raise E2WMError(f"{path} is not a Fisher file: its metadata does not name the model")

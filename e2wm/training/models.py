@@ -16,7 +16,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from e2wm.errors import E2WMError
+from e2wm.errors import E2WMError, error_line
 from e2wm.files import check_safetensors
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -77,8 +77,9 @@ def check_model(name_or_path: str, revision: str | None = None) -> None:
     except RepositoryNotFoundError:
         raise E2WMError(f"model {name_or_path}: no such model on the Hub (private? log in)") from None
     except Exception as exc:  # noqa: BLE001  # huggingface_hub raises many types: gated, revision, HTTP
-        reason = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise E2WMError(f"model {name_or_path}: cannot fetch it from the Hub ({reason[:160]})") from None
+        raise E2WMError(
+            f"model {name_or_path}: cannot fetch it from the Hub ({error_line(exc)[:160]})"
+        ) from None
 
 
 def check_adapter_fits(header: dict, model: str, adapter: str) -> None:
@@ -92,7 +93,7 @@ def check_adapter_fits(header: dict, model: str, adapter: str) -> None:
     try:
         config = AutoConfig.from_pretrained(resolve_model(model))
     except (OSError, ValueError) as exc:
-        raise E2WMError(f"cannot read the config of model {model}: {str(exc).splitlines()[0]}") from None
+        raise E2WMError(f"cannot read the config of model {model}: {error_line(exc)}") from None
     config = getattr(config, "text_config", None) or config
     layers = getattr(config, "num_hidden_layers", None)
     sizes = [getattr(config, n, None) for n in ("hidden_size", "intermediate_size", "num_attention_heads")]

@@ -46,7 +46,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
-from loopback_server import LoopbackServer
+
+from support.loopback_server import LoopbackServer
 
 PREFIXES = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}

@@ -11,11 +11,10 @@ import threading
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from loopback_server import LoopbackServer
-
 from e2wm.errors import E2WMError
 from e2wm.simulator.protocol import Action
 from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator
+from support.loopback_server import LoopbackServer
 
 CHARACTER = "<char0> "
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import os
 import shutil
@@ -21,10 +20,10 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard
 
-from e2wm.errors import E2WMError
-from e2wm.files import check_safetensors
-from e2wm.model_card import base_model_id, embedded_base, model_card, validate_results
-from e2wm.recipe import RECIPE_NAME, e2wm_version, read_recipe
+from e2wm.errors import E2WMError, error_line
+from e2wm.files import check_safetensors, sha256_file
+from e2wm.hub.card import base_model_id, embedded_base, model_card, validate_results
+from e2wm.training.recipe import RECIPE_NAME, e2wm_version, read_recipe
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -33,14 +32,6 @@ TOKENIZER_FILES = (
     "chat_template.jinja", "chat_template.json", "tokenizer.model", "vocab.json", "vocab.txt", "merges.txt",
 )  # fmt: skip
 CORPUS_COLUMNS = {"prompt", "completion", "task"}
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_adapter(adapter: str | Path) -> dict:
@@ -67,7 +58,7 @@ def read_results(path: str | Path, adapter: str | Path) -> dict:
     try:
         results = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise E2WMError(f"{path}: unreadable results ({str(exc).splitlines()[0]})") from None
+        raise E2WMError(f"{path}: unreadable results ({error_line(exc)})") from None
     try:
         validate_results(results)
     except E2WMError as exc:
@@ -90,7 +81,7 @@ def read_corpus(directory: str | Path):
     try:
         corpus = datasets.load_from_disk(str(folder))
     except Exception as exc:  # noqa: BLE001  # datasets raises many types for a corrupt directory
-        raise E2WMError(f"{directory}: unreadable corpus ({str(exc).splitlines()[0]})") from None
+        raise E2WMError(f"{directory}: unreadable corpus ({error_line(exc)})") from None
     for split, ds in corpus.items():
         missing = CORPUS_COLUMNS - set(ds.column_names)
         if missing:
@@ -105,7 +96,7 @@ def base_path(adapter_config: dict, recipe: dict | None) -> str:
         return name
     embedded = embedded_base(adapter_config, recipe)
     if embedded:
-        from e2wm.models import resolve_model
+        from e2wm.training.models import resolve_model
 
         return resolve_model(embedded)
     if base_model_id(adapter_config, recipe) == name and name:
@@ -125,7 +116,7 @@ def save_merged(adapter: Path, adapter_config: dict, recipe: dict | None, folder
         model = AutoModelForCausalLM.from_pretrained(base, dtype="auto", use_safetensors=True)
         merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     except (OSError, ValueError, RuntimeError) as exc:
-        raise E2WMError(f"cannot merge {adapter} into {base}: {str(exc).splitlines()[0]}") from None
+        raise E2WMError(f"cannot merge {adapter} into {base}: {error_line(exc)}") from None
     merged.save_pretrained(folder)
 
 
@@ -222,7 +213,7 @@ def push(
             try:
                 card.validate()
             except ValueError as exc:
-                raise E2WMError(f"the Hub rejects the model card: {str(exc).splitlines()[0]}") from None
+                raise E2WMError(f"the Hub rejects the model card: {error_line(exc)}") from None
         if corpus is not None:
             from e2wm.corpus.build import push as push_corpus
 
@@ -282,7 +273,7 @@ def _hub_errors(repo_id: str) -> Iterator[None]:
     try:
         yield
     except HfHubHTTPError as exc:
-        reason = exc.server_message or str(exc).splitlines()[0]
+        reason = exc.server_message or error_line(exc)
         raise E2WMError(f"push to {repo_id} failed: HTTP {exc.response.status_code}: {reason}") from None
     except httpx2.TransportError as exc:
         raise E2WMError(f"push to {repo_id} failed: cannot reach the Hub ({exc})") from None

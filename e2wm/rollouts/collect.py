@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from e2wm.agents.explore import ExploreConfig, explore_episode
@@ -26,72 +25,14 @@ from e2wm.agents.mcts import MCTSConfig, plan_episode
 from e2wm.agents.replay import replay
 from e2wm.errors import E2WMError, release
 from e2wm.files import staged_file
+from e2wm.rollouts.schema import SCHEMA
+from e2wm.rollouts.shards import write_parquet
 from e2wm.simulator.virtualhome import resources
 from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator
 from e2wm.simulator.virtualhome.resources import Program
 from e2wm.splits import SPLITS, split_of
 
 AGENTS = ("replay", "mcts", "random")
-
-_EDGE = pa.struct([("from_id", pa.int64()), ("relation", pa.string()), ("to_id", pa.int64())])
-_STEP = pa.struct(
-    [
-        ("index", pa.int32()),
-        ("actor", pa.int32()),
-        ("action", pa.string()),
-        ("verb", pa.string()),
-        ("object_ids", pa.list_(pa.int64())),
-        ("object_names", pa.list_(pa.string())),
-        ("action_text", pa.string()),
-        ("success", pa.bool_()),
-        ("failure", pa.string()),
-        (
-            "node_changes",
-            pa.list_(
-                pa.struct(
-                    [
-                        ("id", pa.int64()),
-                        ("name", pa.string()),
-                        ("added", pa.list_(pa.string())),
-                        ("removed", pa.list_(pa.string())),
-                    ]
-                )
-            ),
-        ),
-        ("edges_added", pa.list_(_EDGE)),
-        ("edges_removed", pa.list_(_EDGE)),
-        ("change_text", pa.string()),
-        ("state_text", pa.string()),
-    ]
-)
-_PREDICATE = pa.struct(
-    [
-        ("subject_id", pa.int64()),
-        ("subject", pa.string()),
-        ("relation", pa.string()),
-        ("object_id", pa.int64()),
-        ("object", pa.string()),
-    ]
-)
-SCHEMA = pa.schema(
-    [
-        ("episode_id", pa.string()),
-        ("agent", pa.string()),
-        ("scene", pa.string()),
-        ("graph_id", pa.string()),
-        ("seed", pa.int64()),
-        ("program_id", pa.string()),
-        ("activity", pa.string()),
-        ("description", pa.string()),
-        ("split", pa.string()),
-        ("goal", pa.list_(_PREDICATE)),
-        ("success", pa.bool_()),
-        ("num_steps", pa.int32()),
-        ("initial_state_text", pa.string()),
-        ("people_rooms", pa.list_(pa.int64())),
-        ("steps", pa.list_(_STEP)),
-    ]
-)
 
 
 @dataclass
@@ -175,17 +116,6 @@ def _user_graph(path: str) -> dict[str, Any]:
 
 def shard_path(config: CollectConfig, shard: int, n_shards: int) -> Path:
     return Path(config.out) / f"{config.agent}-{shard:05d}-of-{n_shards:05d}.parquet"
-
-
-def shard_files(directory: str | os.PathLike) -> list[Path]:
-    """The finished shards in a directory (temporary files of a running job are hidden)."""
-    return sorted(p for p in Path(directory).glob("*.parquet") if not p.name.startswith("."))
-
-
-def write_parquet(table: pa.Table, path: Path) -> None:
-    """Write, then rename: a reader never sees a half-written file."""
-    with staged_file(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
 
 
 _WORKER: dict[str, Any] = {}

@@ -15,10 +15,10 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from e2wm.errors import E2WMError
-from e2wm.recipe import RECIPE_NAME
+from e2wm.training.recipe import RECIPE_NAME
 
 RESULTS_FORMAT = "e2wm-eval/1"
-# embedded model name (e2wm.models) -> (Hub id of the original, its licence)
+# embedded model name (e2wm.training.models) -> (Hub id of the original, its licence)
 HUB_BASES = {"smollm2-135m": ("HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0")}
 CORPUS_ID = "e2wm-embodied-qa"  # model-index dataset type when the corpus is not on the Hub
 CORPUS_NAME = "e2wm embodied QA corpus"
@@ -36,12 +36,12 @@ EXAMPLE_PROMPT = "Plan: Walk to button. Grab button.\\nWhat activity is this pla
 
 
 def embedded_base(adapter_config: dict, recipe: dict | None) -> str | None:
-    """The embedded model name (``e2wm.models``) the adapter was trained on, if it was one."""
+    """The embedded model name (``e2wm.training.models``) the adapter was trained on, if it was one."""
     name = (recipe or {}).get("model_name_or_path")
     if name in HUB_BASES:
         return name
     base = Path(str(adapter_config.get("base_model_name_or_path") or ""))
-    # e2wm.models.resolve_model caches an embedded model as .../models/NAME
+    # e2wm.training.models.resolve_model caches an embedded model as .../models/NAME
     return base.name if base.name in HUB_BASES and base.parent.name == "models" else None
 
 
@@ -126,7 +126,7 @@ def _setting(recipe: dict | None, name: str) -> Any:
     """A recipe field's value, or its config's default when the recipe leaves it out."""
     from trl import ModelConfig, SFTConfig
 
-    from e2wm.config import EWCConfig, ScriptArguments
+    from e2wm.training.config import EWCConfig, ScriptArguments
 
     if recipe is not None and name in recipe:
         return recipe[name]
@@ -213,7 +213,7 @@ def _training(config: dict, recipe: dict | None, dataset_repo_id: str | None) ->
         )
     else:
         tasks = _setting(recipe, "tasks")
-        from e2wm.config import ScriptArguments
+        from e2wm.training.config import ScriptArguments
 
         weights = ScriptArguments(task_weights=recipe.get("task_weights")).weights()
         weighting = ", ".join(f"{t} {w}" for t, w in weights.items()) or "the corpus's `weight` column"

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from e2wm.errors import E2WMError
+from e2wm.errors import E2WMError, error_line
 
 RECIPE_NAME = "e2wm_recipe.yaml"
 HEADER = "# e2wm {version}: the effective recipe of this run; e2wm train --config {name} repeats it\n"
@@ -115,7 +115,7 @@ def read_recipe(path: str | Path) -> tuple[dict[str, Any], str | None]:
         text = Path(path).read_text()
         recipe = yaml.safe_load(text) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise E2WMError(f"{path}: unreadable recipe ({str(exc).splitlines()[0]})") from None
+        raise E2WMError(f"{path}: unreadable recipe ({error_line(exc)})") from None
     if not isinstance(recipe, dict):
         raise E2WMError(f"{path}: a recipe is a YAML mapping of config fields")
     found = re.match(r"# e2wm (\S+):", text)

@@ -1,0 +1,318 @@
+"""``e2wm eval``: the evaluation suite run after training, base model against fine-tuned adapter.
+
+Suites: ``embodied`` (the corpus test splits: multiple-choice accuracy, generated answers scored by
+``e2wm.eval.metrics``, plans executed in the simulator), ``general`` (perplexity on held-out prose,
+``e2wm.eval.retention``), ``all`` (both). Each task of each split is evaluated on a seeded sample of at
+most ``limit`` examples, the same sample for every variant: "base" (the model, adapter disabled) and
+"fine-tuned" (with the adapter). Tracking tasks are also reported by the example's ``length`` (episode
+steps the question covers), in buckets.
+
+The test splits are the in-template ones (``test_seen``, ``test_unseen``: train wordings) and the
+transfer ones (``test_seen_transfer``, ``test_unseen_transfer``: the same episodes in held-out wordings,
+``e2wm.corpus.wording``). Transfer splits are scored zero-shot and, with ``transfer_kshot``, also
+few-shot, reported as ``<split>_kshot``. Multiple-choice tasks are scored in a form (``cloze``,
+``listed`` or ``lettered``, ``e2wm.eval.mc_forms``) and a normalization chosen per task by measurement;
+their rows carry the chance level. ``transfer`` in the results summarises each transfer split: the mean
+over tasks of the relative gain (fine-tuned - base) / max(base, chance, 0.05), how many tasks got
+better, and how many got worse beyond the interval (the fine-tuned interval's top below the base score).
+
+Intervals (95%): Wilson for proportions (accuracy, exact match, goal success), the normal approximation
+of the mean (clipped to [0, 1]) for ROUGE-L, path overlap and executability.
+
+With ``backend="lm-eval"`` the multiple-choice tasks are scored by lm-evaluation-harness
+(``e2wm.eval.harness.lm_eval_rows``: its own choice of examples, no per-length rows); open-ended tasks and
+retention are scored here as with the default backend.
+
+The output directory receives ``results.json`` (format ``e2wm-eval/1``), ``results.md``,
+``predictions.jsonl`` (one line per example and variant) and the charts, written to a temporary
+directory and renamed into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import sys
+import warnings
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from e2wm.corpus.build import TRANSFER_SPLITS
+from e2wm.corpus.tasks import GENERATION, MULTIPLE_CHOICE, SPECS
+from e2wm.errors import E2WMError, error_line, release
+from e2wm.eval.config import (
+    FORMAT,
+    RETENTION_SOURCES,
+    EvalConfig,
+)
+from e2wm.eval.data import (
+    corpus_fingerprint,
+    load_test_splits,
+    plan_episodes,
+    prompted,
+    sample_examples,
+)
+from e2wm.eval.mc_forms import as_form
+from e2wm.eval.metrics import SCORERS
+from e2wm.eval.report import write_report
+from e2wm.eval.statistics import (
+    retention_rows,
+    row_order,
+    summarize,
+    transfer_summary,
+)
+from e2wm.files import check_safetensors, sha256_file, staged
+from e2wm.training.models import check_adapter_fits, check_model
+
+
+def adapter_sha256(adapter: str, model: str) -> str:
+    """Check that ``adapter`` is a PEFT adapter directory whose weights are whole and fit ``model``
+    (before either is loaded); the sha256 of its adapter_model.safetensors."""
+    path = Path(adapter)
+    if not path.is_dir():
+        raise E2WMError(f"adapter {adapter}: no such directory")
+    if not (path / "adapter_config.json").is_file():
+        raise E2WMError(f"adapter {adapter} has no adapter_config.json (not a PEFT adapter directory)")
+    try:
+        json.loads((path / "adapter_config.json").read_text())
+    except (UnicodeDecodeError, ValueError):
+        raise E2WMError(f"adapter {adapter}: adapter_config.json is not JSON") from None
+    weights = path / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise E2WMError(f"adapter {adapter} has no adapter_model.safetensors")
+    check_adapter_fits(check_safetensors(weights, "adapter weights"), model, adapter)
+    return sha256_file(weights)
+
+
+def load_model(config: EvalConfig) -> tuple[Any, Any]:
+    """(model, tokenizer): float32 on CPU from safetensors, wrapped with the adapter if there is one."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
+
+    from e2wm.training.models import resolve_model
+
+    transformers_logging.disable_progress_bar()
+    path = resolve_model(config.model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
+    except (OSError, ValueError) as exc:
+        raise E2WMError(f"cannot load model {config.model}: {error_line(exc)}") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if config.adapter is not None:
+        try:
+            with warnings.catch_warnings():  # peft calls a transformers method deprecated in 5.x
+                warnings.simplefilter("ignore", FutureWarning)
+                model = PeftModel.from_pretrained(model, config.adapter, is_trainable=False)
+        except (RuntimeError, ValueError, KeyError) as exc:  # shape mismatch, missing target modules
+            lines = str(exc).splitlines()
+            reason = next((line.strip() for line in lines if "mismatch" in line), error_line(exc))
+            raise E2WMError(f"adapter {config.adapter} does not fit model {config.model}: {reason}") from None
+    model.eval()
+    return model, tokenizer
+
+
+@contextlib.contextmanager
+def as_variant(model: Any, variant: str) -> Iterator[None]:
+    """Run the block as ``variant``: "base" disables the adapter (if any), "fine-tuned" keeps it."""
+    if variant == "base" and hasattr(model, "disable_adapter"):
+        with model.disable_adapter():
+            yield
+    else:
+        yield
+
+
+# --- scoring --------------------------------------------------------------------------------------------
+
+
+def _record(variant: str, split: str, ex: dict, prediction: str, scores: dict[str, float]) -> dict[str, Any]:
+    chance = {"chance": 1 / len(ex["choices"])} if ex["choices"] else {}
+    return {
+        **chance,
+        "variant": variant,
+        "task": ex["task"],
+        "split": split,
+        "episode_id": ex["episode_id"],
+        "length": ex["length"],
+        "prediction": prediction,
+        "reference": ex["completion"].strip(),
+        "scores": scores,
+    }
+
+
+def score_multiple_choice(
+    model: Any, tokenizer: Any, items: list[tuple[str, dict]], config: EvalConfig, variant: str
+) -> list[dict[str, Any]]:
+    """One record per (split, example) in ``items``: the chosen answer and its accuracy."""
+    from e2wm.eval.scoring import mc_predictions
+
+    forms = config.mc_forms()
+    guesses = mc_predictions(
+        model, tokenizer, [as_form(ex, forms[ex["task"]]) for _, ex in items], config.normalizations()
+    )
+    return [
+        _record(variant, split, ex, ex["choices"][g], {"accuracy": float(g == ex["label"])})
+        for (split, ex), g in zip(items, guesses, strict=True)
+    ]
+
+
+def score_generation(
+    model: Any,
+    tokenizer: Any,
+    task: str,
+    items: list[tuple[str, dict]],
+    config: EvalConfig,
+    variant: str,
+    tokens: Any,
+) -> list[dict[str, Any]]:
+    """Greedy answers to one open-ended task, scored; plans are also executed in the simulator."""
+    from e2wm.eval.generation import generate_answers
+
+    prompts = [ex["demos"] + ex["prompt"] for _, ex in items]
+    answers = generate_answers(
+        model, tokenizer, prompts, SPECS[task].max_new_tokens, config.batch_size, tokens=tokens
+    )
+    metric, score = SPECS[task].metric, SCORERS[task]
+    scores = [{metric: score(a, ex["completion"].strip())} for a, (_, ex) in zip(answers, items, strict=True)]
+    if task == "plan_generation":
+        checks = plan_checks([ex for _, ex in items], answers, config.corpus)
+        for s, check in zip(scores, checks, strict=True):
+            s.update(executability=check.executability, goal_success=float(check.goal_success))
+    return [
+        _record(variant, split, ex, a, s) for (split, ex), a, s in zip(items, answers, scores, strict=True)
+    ]
+
+
+def plan_checks(examples: Sequence[dict], plans: Sequence[str], corpus: str) -> list[Any]:
+    """``check_plan`` of each plan text against its plan_generation example's episode."""
+    from e2wm.eval.plans import check_plan
+    from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator
+
+    sim = VirtualHomeSimulator()
+    episodes = plan_episodes(examples, corpus)
+    return [check_plan(text, episode, sim) for text, episode in zip(plans, episodes, strict=True)]
+
+
+# --- the run --------------------------------------------------------------------------------------------
+
+
+def _check_out(out: str) -> Path:
+    """The output directory, if it may be (re)placed: absent, empty, or a previous eval's output."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise E2WMError(f"--out {out} is a file")
+    if path.is_dir() and any(path.iterdir()) and not (path / "results.json").exists():
+        raise E2WMError(f"--out {out} exists and is not an e2wm eval output; choose another directory")
+    return path
+
+
+def _say(progress: bool, message: str) -> None:
+    if progress:
+        print(f"[eval] {message}", file=sys.stderr, flush=True)
+
+
+def evaluate(config: EvalConfig, progress: bool = False) -> dict[str, Any]:
+    """Run the configured suite, write the output directory, and return the results (``results.json``)."""
+    config.validate()
+    out = _check_out(config.out)
+    embodied = config.suite in ("embodied", "all")
+    splits = load_test_splits(config) if embodied else {}
+    samples = prompted(sample_examples(splits, config), config) if embodied else {}
+    plans = [ex for (_, task), exs in samples.items() if task == "plan_generation" for ex in exs]
+    plan_episodes(plans, config.corpus)  # fail before loading any model
+    check_model(config.model)
+    sha = adapter_sha256(config.adapter, config.model) if config.adapter is not None else None
+    release()  # the input is checked: show what libraries said so far, and the progress from here on
+    by_task: dict[str, list[tuple[str, dict]]] = defaultdict(list)
+    for (split, task), exs in samples.items():
+        by_task[task] += [(split, ex) for ex in exs]
+    mc_items = [item for t in MULTIPLE_CHOICE for item in by_task.get(t, [])]
+    generative = [t for t in GENERATION if t in by_task]
+    # lm-evaluation-harness scores the in-template splits; the transfer splits are always scored here
+    harness_splits = (
+        [s for s in config.splits if s not in TRANSFER_SPLITS] if config.backend == "lm-eval" else []
+    )
+    local_mc = [item for item in mc_items if item[0] not in harness_splits]
+    model = tokenizer = None
+    if config.suite != "embodied" or local_mc or generative:
+        _say(
+            progress,
+            f"loading {config.model}" + (f" with adapter {config.adapter}" if config.adapter else ""),
+        )
+        model, tokenizer = load_model(config)
+    tokens = None
+    if generative:
+        from e2wm.eval.generation import LineTokens
+
+        tokens = LineTokens.of(tokenizer)
+    records: list[dict[str, Any]] = []
+    harness_rows: list[dict[str, Any]] = []
+    perplexities = {}
+    for variant in config.variants():
+        if harness_splits and len(local_mc) < len(mc_items):
+            from e2wm.eval.harness import lm_eval_rows
+
+            _say(progress, f"{variant}: multiple choice with lm-evaluation-harness")
+            adapter = config.adapter if variant == "fine-tuned" else None
+            mc_tasks = [t for t in MULTIPLE_CHOICE if t in by_task]
+            harness_rows += lm_eval_rows(
+                config.model, adapter, config.corpus, harness_splits, config.limit, mc_tasks
+            )
+        with as_variant(model, variant):
+            if local_mc:
+                _say(progress, f"{variant}: multiple choice, {len(local_mc)} examples")
+                records += score_multiple_choice(model, tokenizer, local_mc, config, variant)
+            for task in generative:
+                _say(progress, f"{variant}: {task}, {len(by_task[task])} examples")
+                records += score_generation(model, tokenizer, task, by_task[task], config, variant, tokens)
+            if config.suite != "embodied":
+                from e2wm.eval.retention import retention_perplexity
+
+                for source in RETENTION_SOURCES:
+                    _say(progress, f"{variant}: general-text perplexity ({source})")
+                    perplexities[(variant, source)] = retention_perplexity(
+                        model, tokenizer, config.retention_passages, config.retention_max_length, source
+                    )
+    rows, length_rows = summarize(records, config.length_edges)
+    rows = sorted(rows + harness_rows, key=row_order)
+    results = {
+        "format": FORMAT,
+        "created": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "backend": config.backend,
+        "model": config.model,
+        "adapter": config.adapter,
+        "adapter_sha256": sha,
+        "corpus": config.corpus,
+        "corpus_fingerprint": corpus_fingerprint(splits) if embodied else None,
+        "suite": config.suite,
+        "limit": config.limit,
+        "splits": list(config.splits),
+        "seed": config.seed,
+        "kshot": config.kshot,
+        "transfer_kshot": config.transfer_kshot,
+        "normalization": config.normalizations(),
+        "mc_form": config.mc_forms(),
+        "results": rows,
+        "transfer": transfer_summary(rows),
+        "by_length": length_rows,
+        "retention": retention_rows(perplexities),
+    }
+    write_outputs(results, records, out)
+    return results
+
+
+def write_outputs(results: dict[str, Any], records: Sequence[dict[str, Any]], out: Path) -> None:
+    """results.json, predictions.jsonl, results.md and the charts, into a temporary dir renamed to ``out``."""
+
+    with staged(out) as tmp:
+        (tmp / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        with (tmp / "predictions.jsonl").open("w") as f:
+            for record in records:
+                f.write(json.dumps(record) + "\n")
+        write_report(results, tmp)

@@ -1,0 +1,1 @@
+"""The Hugging Face Hub: pushing an adapter or merged model with its card, results and recipe."""

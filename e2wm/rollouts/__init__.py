@@ -1,0 +1,1 @@
+"""Rollouts: the episode format, its shards, collecting them, and re-executing a recorded episode."""
