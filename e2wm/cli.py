@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from e2wm.errors import E2WMError, did_you_mean, error_line, release, reported
 from e2wm.files import output_lock
@@ -355,9 +356,23 @@ TRAIN_VIDEO_HELP = r"""Train a stage of the video narrator (1: encoder, 2: proje
 `python -m e2wm.training.train_video --help` lists every field."""
 
 
+def _default(config: type, name: str) -> Any:
+    """The default of a config dataclass's field, the one place it is written (tuples as lists)."""
+    spec = next(f for f in dataclasses.fields(config) if f.name == name)
+    value = spec.default_factory() if spec.default is dataclasses.MISSING else spec.default
+    return list(value) if isinstance(value, tuple) else value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from e2wm.rollouts.collect import AGENTS
+    from e2wm.agents.explore import ExploreConfig
+    from e2wm.agents.mcts import MCTSConfig
+    from e2wm.corpus.build import BuildConfig
+    from e2wm.eval.config import EvalConfig
+    from e2wm.multimodal.render import RenderConfig
+    from e2wm.rollouts.collect import AGENTS, CollectConfig
     from e2wm.splits import SPLITS
+    from e2wm.training.config import EWCConfig
+    from e2wm.training.fisher import DEFAULT_TARGETS
     from e2wm.training.recipe import e2wm_version
 
     parser = Parser(prog="e2wm", description=__doc__)
@@ -375,17 +390,24 @@ def build_parser() -> argparse.ArgumentParser:
     add = functools.partial(sub.add_parser, parents=[common])
 
     p = add("collect", help=collect.__doc__, description=collect.__doc__)
-    p.add_argument("--agent", choices=AGENTS, default="replay", help="rollout agent")
+    p.add_argument("--agent", choices=AGENTS, default=_default(CollectConfig, "agent"), help="rollout agent")
     p.add_argument(
         "--episodes",
         type=int,
         default=None,
         help="episodes to collect (default: every program for replay/mcts, 100 for random)",
     )
-    p.add_argument("--workers", type=int, default=1, help="worker processes")
-    p.add_argument("--seed", type=int, default=0, help="run seed: same seed, byte-identical shards")
-    p.add_argument("--out", default="outputs/rollouts", help="output directory for the shards")
-    p.add_argument("--shard-size", type=int, default=32, help="episodes per shard")
+    p.add_argument("--workers", type=int, default=_default(CollectConfig, "workers"), help="worker processes")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=_default(CollectConfig, "seed"),
+        help="run seed: same seed, byte-identical shards",
+    )
+    p.add_argument("--out", default=_default(CollectConfig, "out"), help="output directory for the shards")
+    p.add_argument(
+        "--shard-size", type=int, default=_default(CollectConfig, "shard_size"), help="episodes per shard"
+    )
     p.add_argument(
         "--shard-range",
         type=_shard_range,
@@ -396,14 +418,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--splits",
         nargs="+",
-        default=list(SPLITS),
+        default=_default(CollectConfig, "splits"),
         choices=SPLITS,
         help="draw programs and scene graphs from these splits",
     )
     p.add_argument("--scene-graph", default=None, help="random agent: start from this scene graph JSON")
-    p.add_argument("--length", type=int, default=20, help="random agent: steps per episode")
-    p.add_argument("--people", type=int, default=2, help="random agent: people acting in each episode")
-    p.add_argument("--mcts-iterations", type=int, default=150, help="mcts agent: simulations per decision")
+    p.add_argument(
+        "--length",
+        type=int,
+        default=_default(ExploreConfig, "length"),
+        help="random agent: steps per episode",
+    )
+    p.add_argument(
+        "--people",
+        type=int,
+        default=_default(ExploreConfig, "people"),
+        help="random agent: people acting in each episode",
+    )
+    p.add_argument(
+        "--mcts-iterations",
+        type=int,
+        default=_default(MCTSConfig, "iterations"),
+        help="mcts agent: simulations per decision",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=collect)
 
@@ -413,14 +450,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rollouts", required=True, help="directory of rollout shards from `e2wm collect`")
     p.add_argument("--out", required=True, help="directory to save the corpus to")
     p.add_argument(
-        "--tasks", nargs="+", default=list(TASKS), metavar="TASK", help=f"tasks: {', '.join(TASKS)}"
+        "--tasks",
+        nargs="+",
+        default=_default(BuildConfig, "tasks"),
+        metavar="TASK",
+        help=f"tasks: {', '.join(TASKS)}",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of narration, sampling and distractors")
-    p.add_argument("--shots", type=int, default=3, help="in-context train examples in prompt_kshot")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=_default(BuildConfig, "seed"),
+        help="seed of narration, sampling and distractors",
+    )
+    p.add_argument(
+        "--shots",
+        type=int,
+        default=_default(BuildConfig, "shots"),
+        help="in-context train examples in prompt_kshot",
+    )
     p.add_argument(
         "--train-kshot-share",
         type=float,
-        default=0.2,
+        default=_default(BuildConfig, "train_kshot_share"),
         help="share of short-prompt train examples prompted with prompt_kshot",
     )
     p.add_argument(
@@ -455,34 +506,60 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = add("fisher", help=fisher.__doc__, description=fisher.__doc__)
-    p.add_argument("--model", default="smollm2-135m", help="embedded model name, Hub id or local path")
+    p.add_argument(
+        "--model", default=_default(EvalConfig, "model"), help="embedded model name, Hub id or local path"
+    )
     p.add_argument(
         "--data",
-        default="general",
+        default=_default(EWCConfig, "fisher_data"),
         help="general (offline English prose), model-samples (the true Fisher), or a dataset",
     )
-    p.add_argument("--samples", type=int, default=64, help="examples to estimate from")
-    p.add_argument("--max-length", type=int, default=256, help="tokens per example")
+    p.add_argument(
+        "--samples", type=int, default=_default(EWCConfig, "fisher_samples"), help="examples to estimate from"
+    )
+    p.add_argument(
+        "--max-length", type=int, default=_default(EWCConfig, "fisher_max_length"), help="tokens per example"
+    )
     p.add_argument(
         "--targets",
         nargs="+",
-        default=["q_proj", "v_proj"],
+        default=list(DEFAULT_TARGETS),
         help="linear layers LoRA targets (names), or all-linear, or all",
     )
-    p.add_argument("--rank", type=int, default=0, help="> 0: store each matrix factored at this rank")
+    p.add_argument(
+        "--rank",
+        type=int,
+        default=_default(EWCConfig, "fisher_rank"),
+        help="> 0: store each matrix factored at this rank",
+    )
     p.add_argument("--out", required=True, help="output .safetensors file")
     p.set_defaults(func=fisher)
 
     p = add("eval", help=evaluate.__doc__, description=evaluate.__doc__)
-    p.add_argument("--model", default="smollm2-135m", help="embedded model name, Hub id or local path")
-    p.add_argument("--adapter", default=None, help="PEFT adapter directory (from `e2wm train`)")
-    p.add_argument("--corpus", default="outputs/demo/corpus", help="corpus directory from `e2wm build`")
-    p.add_argument("--suite", default="all", help="embodied (corpus tests), general (perplexity) or all")
     p.add_argument(
-        "--limit", type=int, default=20, help="examples per task per split, a seeded sample (0: all)"
+        "--model", default=_default(EvalConfig, "model"), help="embedded model name, Hub id or local path"
+    )
+    p.add_argument("--adapter", default=None, help="PEFT adapter directory (from `e2wm train`)")
+    p.add_argument(
+        "--corpus", default=_default(EvalConfig, "corpus"), help="corpus directory from `e2wm build`"
+    )
+    p.add_argument(
+        "--suite",
+        default=_default(EvalConfig, "suite"),
+        help="embodied (corpus tests), general (perplexity) or all",
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=_default(EvalConfig, "limit"),
+        help="examples per task per split, a seeded sample (0: all)",
     )
     p.add_argument("--out", required=True, help="output directory (results.json, results.md, charts)")
-    p.add_argument("--backend", default="e2wm", help="scorer of multiple-choice tasks: e2wm or lm-eval")
+    p.add_argument(
+        "--backend",
+        default=_default(EvalConfig, "backend"),
+        help="scorer of multiple-choice tasks: e2wm or lm-eval",
+    )
     p.add_argument(
         "--normalization",
         nargs="*",
@@ -508,11 +585,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--splits",
         nargs="+",
-        default=["test_seen", "test_unseen", "test_seen_transfer", "test_unseen_transfer"],
+        default=_default(EvalConfig, "splits"),
         help="test splits: test_seen, test_unseen (train wordings), test_seen_transfer, test_unseen_transfer "
         "(held-out wordings)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the per-task sample")
+    p.add_argument(
+        "--seed", type=int, default=_default(EvalConfig, "seed"), help="seed of the per-task sample"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=evaluate)
 
@@ -539,12 +618,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory for the clips (finished clips are skipped)")
     p.add_argument("--episodes", type=int, default=None, help="render only the first N episodes (by id)")
     p.add_argument("--split", choices=SPLITS, default=None, help="render only this split's episodes")
-    p.add_argument("--size", type=int, default=64, help="frame width and height in pixels (even)")
-    p.add_argument("--fps", type=int, default=16, help="frames per second (a step lasts 8 frames)")
+    p.add_argument(
+        "--size",
+        type=int,
+        default=_default(RenderConfig, "size"),
+        help="frame width and height in pixels (even)",
+    )
+    p.add_argument(
+        "--fps",
+        type=int,
+        default=_default(RenderConfig, "fps"),
+        help="frames per second (a step lasts 8 frames)",
+    )
     p.add_argument(
         "--pause-rate",
         type=float,
-        default=0.3,
+        default=_default(RenderConfig, "pause_rate"),
         help="chance the scene stands still for 4-16 frames after a step (0: a caption every 8 frames)",
     )
     p.add_argument("--workers", type=int, default=1, help="worker processes")

@@ -65,3 +65,29 @@ def test_a_bad_config_is_one_line_before_any_work(text, phrase, tmp_path, capfd)
     err = capfd.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1 and phrase in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_flag_defaults_are_the_config_defaults():
+    from e2wm.corpus.build import BuildConfig
+    from e2wm.eval.config import EvalConfig
+    from e2wm.multimodal.render import RenderConfig
+    from e2wm.rollouts.collect import CollectConfig
+
+    parser = cli.build_parser()
+    collect = parser.parse_args(["collect"])
+    want = CollectConfig()
+    assert (collect.shard_size, collect.workers, collect.out, tuple(collect.splits)) == (
+        want.shard_size, want.workers, want.out, want.splits,
+    )  # fmt: skip
+    assert (collect.length, collect.mcts_iterations) == (want.explore.length, want.mcts.iterations)
+    build = parser.parse_args(["build", "--rollouts", "r", "--out", "o"])
+    assert (tuple(build.tasks), build.shots, build.train_kshot_share) == (
+        BuildConfig("r", "o").tasks, BuildConfig("r", "o").shots, BuildConfig("r", "o").train_kshot_share,
+    )  # fmt: skip
+    evaluate = parser.parse_args(["eval", "--out", "o"])
+    assert (evaluate.model, evaluate.limit, tuple(evaluate.splits)) == (
+        EvalConfig().model, EvalConfig().limit, EvalConfig().splits,
+    )  # fmt: skip
+    render = parser.parse_args(["render", "--rollouts", "r", "--out", "o"])
+    shown = RenderConfig()
+    assert (render.size, render.fps, render.pause_rate) == (shown.size, shown.fps, shown.pause_rate)
