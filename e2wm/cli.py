@@ -274,6 +274,9 @@ def evaluate(args: argparse.Namespace) -> None:
         out=args.out,
         base=not args.no_base,
         backend=args.backend,
+        batch_size=args.batch_size,
+        device=args.device,
+        dtype=args.dtype,
     )
     results = run_eval(config, progress=not args.quiet)
     print(results_table(results))
@@ -367,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     from e2wm.agents.explore import ExploreConfig
     from e2wm.agents.mcts import MCTSConfig
     from e2wm.corpus.build import BuildConfig
-    from e2wm.eval.config import EvalConfig
+    from e2wm.eval.config import DTYPES, EvalConfig
     from e2wm.multimodal.render import RenderConfig
     from e2wm.rollouts.collect import AGENTS, CollectConfig
     from e2wm.splits import SPLITS
@@ -593,6 +596,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=_default(EvalConfig, "seed"), help="seed of the per-task sample"
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument(
+        "--batch-size", type=int, default=_default(EvalConfig, "batch_size"), help="examples per forward pass"
+    )
+    p.add_argument(
+        "--device",
+        default=_default(EvalConfig, "device"),
+        help="cpu, cuda, cuda:N, or auto (every GPU if there is one, else cpu)",
+    )
+    p.add_argument(
+        "--dtype",
+        default=_default(EvalConfig, "dtype"),
+        choices=DTYPES,
+        help="model weights' dtype; auto: bfloat16 on a GPU, float32 on the CPU",
+    )
     p.set_defaults(func=evaluate)
 
     p = add("inspect", help=inspect.__doc__, description=inspect.__doc__)

@@ -469,3 +469,20 @@ def test_lm_eval_backend_scores_multiple_choice(lm, corpus, adapter, tmp_path) -
     # in-template splits (the transfer splits are scored by e2wm)
     assert {b["task"] for b in results["by_length"] if "transfer" not in b["split"]} == {"counting"}
     assert (tmp_path / "eval" / "base_vs_finetuned.png").exists()
+
+
+def test_the_model_loads_on_the_configured_device_and_dtype(lm):
+    import torch
+
+    from e2wm.eval.run import load_model, placement
+
+    model, _ = load_model(EvalConfig(model=str(lm), device="cpu", dtype="bfloat16"))
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
+    auto = placement(EvalConfig(model=str(lm)))
+    if torch.cuda.is_available():
+        assert auto == {"dtype": torch.bfloat16, "device_map": "auto"}
+    else:
+        assert auto == {"dtype": torch.float32, "device_map": "cpu"}
+        with pytest.raises(E2WMError, match="no CUDA GPU here"):
+            placement(EvalConfig(model=str(lm), device="cuda"))

@@ -19,6 +19,7 @@ TEST_SPLITS = ("test_seen", "test_unseen", *TRANSFER_SPLITS)
 KSHOT_SUFFIX = "_kshot"  # a transfer split scored few-shot is reported as <split>_kshot
 REPORTED_SPLITS = (*TEST_SPLITS, *(s + KSHOT_SUFFIX for s in TRANSFER_SPLITS))
 VARIANTS = ("base", "fine-tuned")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 # Per-task defaults, from the task registry (``e2wm.corpus.tasks.SPECS``)
 DEFAULT_MC_FORM = {task: SPECS[task].mc_form for task in MULTIPLE_CHOICE}
 DEFAULT_NORMALIZATION = {task: SPECS[task].normalization for task in MULTIPLE_CHOICE}
@@ -52,11 +53,21 @@ class EvalConfig:
     out: str = "outputs/eval"
     base: bool = True  # with an adapter: evaluate the base model too
     backend: str = "e2wm"
-    batch_size: int = 8
+    batch_size: int = 8  # examples per forward pass (multiple choice: items packed per pass)
+    device: str = (
+        "auto"  # cpu, cuda, cuda:N, or auto: every GPU (device_map="auto") if there is one, else cpu
+    )
+    dtype: str = "auto"  # float32, bfloat16, float16, or auto: bfloat16 on a GPU, float32 on the CPU
     retention_passages: int = 24  # the first passages of general_text "retention" (48 in all)
     retention_max_length: int = 512
 
     def validate(self) -> None:
+        if self.dtype not in DTYPES:
+            raise E2WMError(f"unknown dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise E2WMError(f"unknown device {self.device!r}: cpu, cuda, cuda:N or auto")
+        if self.batch_size < 1:
+            raise E2WMError(f"batch size must be 1 or more, got {self.batch_size}")
         if self.suite not in SUITES:
             raise E2WMError(f"unknown suite {self.suite!r}: choose one of {', '.join(SUITES)}")
         if self.backend not in BACKENDS:

@@ -88,8 +88,8 @@ def adapter_sha256(adapter: str, model: str) -> str:
 
 
 def load_model(config: EvalConfig) -> tuple[Any, Any]:
-    """(model, tokenizer): float32 on CPU from safetensors, wrapped with the adapter if there is one."""
-    import torch
+    """(model, tokenizer) from safetensors on ``config.device`` in ``config.dtype`` (``auto``: every GPU in
+    bfloat16 if there is one, else float32 on the CPU), wrapped with the adapter if there is one."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as transformers_logging
@@ -100,7 +100,7 @@ def load_model(config: EvalConfig) -> tuple[Any, Any]:
     path = resolve_model(config.model)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
+        model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, **placement(config))
     except (OSError, ValueError) as exc:
         raise E2WMError(f"cannot load model {config.model}: {error_line(exc)}") from None
     if tokenizer.pad_token_id is None:
@@ -116,6 +116,19 @@ def load_model(config: EvalConfig) -> tuple[Any, Any]:
             raise E2WMError(f"adapter {config.adapter} does not fit model {config.model}: {reason}") from None
     model.eval()
     return model, tokenizer
+
+
+def placement(config: EvalConfig) -> dict[str, Any]:
+    """``from_pretrained`` arguments for the configured device and dtype."""
+    import torch
+
+    gpu = torch.cuda.is_available()
+    if config.device.startswith("cuda") and not gpu:
+        raise E2WMError(f"device {config.device}: no CUDA GPU here (use --device cpu)")
+    on_gpu = config.device.startswith("cuda") or (config.device == "auto" and gpu)
+    dtype = config.dtype if config.dtype != "auto" else "bfloat16" if on_gpu else "float32"
+    device_map = "auto" if config.device == "auto" and gpu else config.device if on_gpu else "cpu"
+    return {"dtype": getattr(torch, dtype), "device_map": device_map}
 
 
 @contextlib.contextmanager
