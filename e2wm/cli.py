@@ -685,6 +685,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset-repo-id", default=None, metavar="ID", help="dataset repo of the corpus")
     p.add_argument("--dry-run", default=None, metavar="DIR", help="write the files to DIR; upload nothing")
     p.set_defaults(func=push)
+    for command in sub.choices.values():  # one flag style with train's (TRL's) parser: both spellings work
+        for action in list(command._actions):  # noqa: SLF001
+            for option in list(action.option_strings):
+                alias = "--" + option[2:].replace("-", "_")
+                if option.startswith("--") and alias != option:
+                    action.option_strings.append(alias)
+                    command._option_string_actions[alias] = action  # noqa: SLF001
     return parser
 
 

@@ -91,3 +91,11 @@ def test_flag_defaults_are_the_config_defaults():
     render = parser.parse_args(["render", "--rollouts", "r", "--out", "o"])
     shown = RenderConfig()
     assert (render.size, render.fps, render.pause_rate) == (shown.size, shown.fps, shown.pause_rate)
+
+
+def test_flags_take_either_spelling_as_trl_flags_do():
+    parser = cli.build_parser()
+    hyphen = parser.parse_args(["collect", "--shard-size", "4", "--mcts-iterations", "9"])
+    underscore = parser.parse_args(["collect", "--shard_size", "4", "--mcts_iterations", "9"])
+    assert vars(hyphen) == vars(underscore)
+    assert (underscore.shard_size, underscore.mcts_iterations) == (4, 9)
