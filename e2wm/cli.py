@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import dataclasses
 import functools
+import importlib
 import sys
 from collections import Counter
 from pathlib import Path
@@ -359,23 +360,42 @@ TRAIN_VIDEO_HELP = r"""Train a stage of the video narrator (1: encoder, 2: proje
 `python -m e2wm.training.train_video --help` lists every field."""
 
 
-def _default(config: type, name: str) -> Any:
-    """The default of a config dataclass's field, the one place it is written (tuples as lists)."""
-    spec = next(f for f in dataclasses.fields(config) if f.name == name)
-    value = spec.default_factory() if spec.default is dataclasses.MISSING else spec.default
-    return list(value) if isinstance(value, tuple) else value
+# The config dataclasses flags take their defaults from (module:class), imported when a command runs.
+COLLECT = "e2wm.rollouts.collect:CollectConfig"
+EXPLORE = "e2wm.agents.explore:ExploreConfig"
+MCTS = "e2wm.agents.mcts:MCTSConfig"
+BUILD = "e2wm.corpus.build:BuildConfig"
+EVAL = "e2wm.eval.config:EvalConfig"
+RENDER = "e2wm.multimodal.render:RenderConfig"
+EWC = "e2wm.training.config:EWCConfig"
+FISHER_TARGETS = "e2wm.training.fisher:DEFAULT_TARGETS"
+
+
+@dataclasses.dataclass(frozen=True)
+class _ConfigDefault:
+    """A flag's default, read from a config dataclass's field (``config`` ``module:Class``, ``name``) or a
+    module constant (``module:NAME``) once the command is parsed: the configs import torch and more,
+    which ``e2wm --help`` and the light commands should not wait for."""
+
+    config: str
+    name: str | None
+
+    def value(self) -> Any:
+        module, attribute = self.config.split(":")
+        value = getattr(importlib.import_module(module), attribute)
+        if self.name is not None:  # a field of a config dataclass, else the module constant itself
+            spec = next(f for f in dataclasses.fields(value) if f.name == self.name)
+            value = spec.default_factory() if spec.default is dataclasses.MISSING else spec.default
+        return list(value) if isinstance(value, tuple) else value
+
+
+def _default(config: str, name: str | None = None) -> _ConfigDefault:
+    return _ConfigDefault(config, name)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from e2wm.agents.explore import ExploreConfig
-    from e2wm.agents.mcts import MCTSConfig
-    from e2wm.corpus.build import BuildConfig
-    from e2wm.eval.config import DTYPES, EvalConfig
-    from e2wm.multimodal.render import RenderConfig
-    from e2wm.rollouts.collect import AGENTS, CollectConfig
+    from e2wm.rollouts.collect import AGENTS
     from e2wm.splits import SPLITS
-    from e2wm.training.config import EWCConfig
-    from e2wm.training.fisher import DEFAULT_TARGETS
     from e2wm.training.recipe import e2wm_version
 
     parser = Parser(prog="e2wm", description=__doc__)
@@ -393,23 +413,40 @@ def build_parser() -> argparse.ArgumentParser:
     add = functools.partial(sub.add_parser, parents=[common])
 
     p = add("collect", help=collect.__doc__, description=collect.__doc__)
-    p.add_argument("--agent", choices=AGENTS, default=_default(CollectConfig, "agent"), help="rollout agent")
+    p.add_argument(
+        "--agent",
+        choices=AGENTS,
+        default=_default(COLLECT, "agent"),
+        help="rollout agent",
+    )
     p.add_argument(
         "--episodes",
         type=int,
         default=None,
         help="episodes to collect (default: every program for replay/mcts, 100 for random)",
     )
-    p.add_argument("--workers", type=int, default=_default(CollectConfig, "workers"), help="worker processes")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=_default(COLLECT, "workers"),
+        help="worker processes",
+    )
     p.add_argument(
         "--seed",
         type=int,
-        default=_default(CollectConfig, "seed"),
+        default=_default(COLLECT, "seed"),
         help="run seed: same seed, byte-identical shards",
     )
-    p.add_argument("--out", default=_default(CollectConfig, "out"), help="output directory for the shards")
     p.add_argument(
-        "--shard-size", type=int, default=_default(CollectConfig, "shard_size"), help="episodes per shard"
+        "--out",
+        default=_default(COLLECT, "out"),
+        help="output directory for the shards",
+    )
+    p.add_argument(
+        "--shard-size",
+        type=int,
+        default=_default(COLLECT, "shard_size"),
+        help="episodes per shard",
     )
     p.add_argument(
         "--shard-range",
@@ -421,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--splits",
         nargs="+",
-        default=_default(CollectConfig, "splits"),
+        default=_default(COLLECT, "splits"),
         choices=SPLITS,
         help="draw programs and scene graphs from these splits",
     )
@@ -429,19 +466,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--length",
         type=int,
-        default=_default(ExploreConfig, "length"),
+        default=_default(EXPLORE, "length"),
         help="random agent: steps per episode",
     )
     p.add_argument(
         "--people",
         type=int,
-        default=_default(ExploreConfig, "people"),
+        default=_default(EXPLORE, "people"),
         help="random agent: people acting in each episode",
     )
     p.add_argument(
         "--mcts-iterations",
         type=int,
-        default=_default(MCTSConfig, "iterations"),
+        default=_default(MCTS, "iterations"),
         help="mcts agent: simulations per decision",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -455,26 +492,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tasks",
         nargs="+",
-        default=_default(BuildConfig, "tasks"),
+        default=_default(BUILD, "tasks"),
         metavar="TASK",
         help=f"tasks: {', '.join(TASKS)}",
     )
     p.add_argument(
         "--seed",
         type=int,
-        default=_default(BuildConfig, "seed"),
+        default=_default(BUILD, "seed"),
         help="seed of narration, sampling and distractors",
     )
     p.add_argument(
         "--shots",
         type=int,
-        default=_default(BuildConfig, "shots"),
+        default=_default(BUILD, "shots"),
         help="in-context train examples in prompt_kshot",
     )
     p.add_argument(
         "--train-kshot-share",
         type=float,
-        default=_default(BuildConfig, "train_kshot_share"),
+        default=_default(BUILD, "train_kshot_share"),
         help="share of short-prompt train examples prompted with prompt_kshot",
     )
     p.add_argument(
@@ -510,29 +547,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("fisher", help=fisher.__doc__, description=fisher.__doc__)
     p.add_argument(
-        "--model", default=_default(EvalConfig, "model"), help="embedded model name, Hub id or local path"
+        "--model",
+        default=_default(EVAL, "model"),
+        help="embedded model name, Hub id or local path",
     )
     p.add_argument(
         "--data",
-        default=_default(EWCConfig, "fisher_data"),
+        default=_default(EWC, "fisher_data"),
         help="general (offline English prose), model-samples (the true Fisher), or a dataset",
     )
     p.add_argument(
-        "--samples", type=int, default=_default(EWCConfig, "fisher_samples"), help="examples to estimate from"
+        "--samples",
+        type=int,
+        default=_default(EWC, "fisher_samples"),
+        help="examples to estimate from",
     )
     p.add_argument(
-        "--max-length", type=int, default=_default(EWCConfig, "fisher_max_length"), help="tokens per example"
+        "--max-length",
+        type=int,
+        default=_default(EWC, "fisher_max_length"),
+        help="tokens per example",
     )
     p.add_argument(
         "--targets",
         nargs="+",
-        default=list(DEFAULT_TARGETS),
+        default=_default(FISHER_TARGETS),
         help="linear layers LoRA targets (names), or all-linear, or all",
     )
     p.add_argument(
         "--rank",
         type=int,
-        default=_default(EWCConfig, "fisher_rank"),
+        default=_default(EWC, "fisher_rank"),
         help="> 0: store each matrix factored at this rank",
     )
     p.add_argument("--out", required=True, help="output .safetensors file")
@@ -540,27 +585,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("eval", help=evaluate.__doc__, description=evaluate.__doc__)
     p.add_argument(
-        "--model", default=_default(EvalConfig, "model"), help="embedded model name, Hub id or local path"
+        "--model",
+        default=_default(EVAL, "model"),
+        help="embedded model name, Hub id or local path",
     )
     p.add_argument("--adapter", default=None, help="PEFT adapter directory (from `e2wm train`)")
     p.add_argument(
-        "--corpus", default=_default(EvalConfig, "corpus"), help="corpus directory from `e2wm build`"
+        "--corpus",
+        default=_default(EVAL, "corpus"),
+        help="corpus directory from `e2wm build`",
     )
     p.add_argument(
         "--suite",
-        default=_default(EvalConfig, "suite"),
+        default=_default(EVAL, "suite"),
         help="embodied (corpus tests), general (perplexity) or all",
     )
     p.add_argument(
         "--limit",
         type=int,
-        default=_default(EvalConfig, "limit"),
+        default=_default(EVAL, "limit"),
         help="examples per task per split, a seeded sample (0: all)",
     )
     p.add_argument("--out", required=True, help="output directory (results.json, results.md, charts)")
     p.add_argument(
         "--backend",
-        default=_default(EvalConfig, "backend"),
+        default=_default(EVAL, "backend"),
         help="scorer of multiple-choice tasks: e2wm or lm-eval",
     )
     p.add_argument(
@@ -588,26 +637,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--splits",
         nargs="+",
-        default=_default(EvalConfig, "splits"),
+        default=_default(EVAL, "splits"),
         help="test splits: test_seen, test_unseen (train wordings), test_seen_transfer, test_unseen_transfer "
         "(held-out wordings)",
     )
     p.add_argument(
-        "--seed", type=int, default=_default(EvalConfig, "seed"), help="seed of the per-task sample"
+        "--seed",
+        type=int,
+        default=_default(EVAL, "seed"),
+        help="seed of the per-task sample",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument(
-        "--batch-size", type=int, default=_default(EvalConfig, "batch_size"), help="examples per forward pass"
+        "--batch-size",
+        type=int,
+        default=_default(EVAL, "batch_size"),
+        help="examples per forward pass",
     )
     p.add_argument(
         "--device",
-        default=_default(EvalConfig, "device"),
+        default=_default(EVAL, "device"),
         help="cpu, cuda, cuda:N, or auto (every GPU if there is one, else cpu)",
     )
     p.add_argument(
         "--dtype",
-        default=_default(EvalConfig, "dtype"),
-        choices=DTYPES,
+        default=_default(EVAL, "dtype"),
         help="model weights' dtype; auto: bfloat16 on a GPU, float32 on the CPU",
     )
     p.set_defaults(func=evaluate)
@@ -638,19 +692,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--size",
         type=int,
-        default=_default(RenderConfig, "size"),
+        default=_default(RENDER, "size"),
         help="frame width and height in pixels (even)",
     )
     p.add_argument(
         "--fps",
         type=int,
-        default=_default(RenderConfig, "fps"),
+        default=_default(RENDER, "fps"),
         help="frames per second (a step lasts 8 frames)",
     )
     p.add_argument(
         "--pause-rate",
         type=float,
-        default=_default(RenderConfig, "pause_rate"),
+        default=_default(RENDER, "pause_rate"),
         help="chance the scene stands still for 4-16 frames after a step (0: a caption every 8 frames)",
     )
     p.add_argument("--workers", type=int, default=1, help="worker processes")
@@ -713,12 +767,21 @@ def main(argv: list[str] | None = None) -> None:
 
         train_main(argv[1:])
         return
+    args = parse_args(argv)
+    with reported(args.command, args.verbose), _output_lock(args):
+        args.func(args)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The subcommand's arguments: ``--config`` expanded, defaults read from the config dataclasses."""
     parser = build_parser()
     with reported(argv[0] if argv else "", "--verbose" in argv):
         argv = _with_config(parser, argv)
     args = parser.parse_args(argv)
-    with reported(args.command, args.verbose), _output_lock(args):
-        args.func(args)
+    for name, value in vars(args).items():
+        if isinstance(value, _ConfigDefault):
+            setattr(args, name, value.value())
+    return args
 
 
 def _with_config(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:

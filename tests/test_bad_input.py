@@ -348,7 +348,7 @@ ROWS: dict[str, Row] = {
     ),  # fmt: skip
     # eval: corpora, adapters, options
     "eval: unknown device": (lambda i: _eval(i, "--device", "tpu"), "unknown device 'tpu'"),
-    "eval: unknown dtype": (lambda i: _eval(i, "--dtype", "float8"), "invalid choice: 'float8'"),
+    "eval: unknown dtype": (lambda i: _eval(i, "--dtype", "float8"), "unknown dtype 'float8'"),
     "eval: batch size 0": (lambda i: _eval(i, "--batch-size", "0"), "batch size must be 1 or more"),
     "eval: missing corpus": (lambda i: _eval(i, "--corpus", str(i.root / "no_corpus")), "no such directory"),
     "eval: corpus without test splits": (lambda i: _eval(i, "--corpus", str(i.corpus)), "has no split"),

@@ -73,29 +73,27 @@ def test_flag_defaults_are_the_config_defaults():
     from e2wm.multimodal.render import RenderConfig
     from e2wm.rollouts.collect import CollectConfig
 
-    parser = cli.build_parser()
-    collect = parser.parse_args(["collect"])
+    collect = cli.parse_args(["collect"])
     want = CollectConfig()
     assert (collect.shard_size, collect.workers, collect.out, tuple(collect.splits)) == (
         want.shard_size, want.workers, want.out, want.splits,
     )  # fmt: skip
     assert (collect.length, collect.mcts_iterations) == (want.explore.length, want.mcts.iterations)
-    build = parser.parse_args(["build", "--rollouts", "r", "--out", "o"])
+    build = cli.parse_args(["build", "--rollouts", "r", "--out", "o"])
     assert (tuple(build.tasks), build.shots, build.train_kshot_share) == (
         BuildConfig("r", "o").tasks, BuildConfig("r", "o").shots, BuildConfig("r", "o").train_kshot_share,
     )  # fmt: skip
-    evaluate = parser.parse_args(["eval", "--out", "o"])
+    evaluate = cli.parse_args(["eval", "--out", "o"])
     assert (evaluate.model, evaluate.limit, tuple(evaluate.splits)) == (
         EvalConfig().model, EvalConfig().limit, EvalConfig().splits,
     )  # fmt: skip
-    render = parser.parse_args(["render", "--rollouts", "r", "--out", "o"])
+    render = cli.parse_args(["render", "--rollouts", "r", "--out", "o"])
     shown = RenderConfig()
     assert (render.size, render.fps, render.pause_rate) == (shown.size, shown.fps, shown.pause_rate)
 
 
 def test_flags_take_either_spelling_as_trl_flags_do():
-    parser = cli.build_parser()
-    hyphen = parser.parse_args(["collect", "--shard-size", "4", "--mcts-iterations", "9"])
-    underscore = parser.parse_args(["collect", "--shard_size", "4", "--mcts_iterations", "9"])
+    hyphen = cli.parse_args(["collect", "--shard-size", "4", "--mcts-iterations", "9"])
+    underscore = cli.parse_args(["collect", "--shard_size", "4", "--mcts_iterations", "9"])
     assert vars(hyphen) == vars(underscore)
     assert (underscore.shard_size, underscore.mcts_iterations) == (4, 9)

@@ -267,3 +267,18 @@ def test_every_accelerate_config_parses(config):
     loaded = load_config_from_file(str(config))
     assert str(loaded.distributed_type).split(".")[-1] in {"NO", "MULTI_GPU", "DEEPSPEED", "FSDP"}
     assert loaded.num_processes >= 1
+
+
+def test_a_rerun_resumes_from_the_newest_complete_checkpoint(tmp_path):
+    """A job killed while saving leaves a checkpoint without its trainer state, or with it cut short:
+    the rerun takes the one before (by step number, not by name: 10 after 9)."""
+    from e2wm.training.checkpoints import last_complete_checkpoint
+
+    assert last_complete_checkpoint(str(tmp_path / "none")) is None
+    for step, state in ((9, "{}"), (10, '{"global_step": 10}'), (11, None), (12, '{"global_st')):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if state is not None:
+            (folder / "trainer_state.json").write_text(state)
+    (tmp_path / "checkpoint-x").mkdir()
+    assert last_complete_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-10")

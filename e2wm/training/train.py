@@ -22,7 +22,6 @@ import datasets
 import torch
 from accelerate import PartialState
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, SFTConfig, get_peft_config, get_quantization_config
 
 from e2wm.corpus.read import open_corpus
@@ -31,6 +30,7 @@ from e2wm.eval.config import SUITES, EvalConfig
 from e2wm.eval.run import evaluate
 from e2wm.files import output_lock
 from e2wm.training import general_text
+from e2wm.training.checkpoints import last_complete_checkpoint
 from e2wm.training.config import EWCConfig, ScriptArguments, parse
 from e2wm.training.fisher import estimate_fisher, factor, load_fisher, save_fisher
 from e2wm.training.models import DEFAULT_MODEL, check_model, resolve_model
@@ -189,7 +189,7 @@ def _train(
         fisher=fisher,
         ewc_lambda=ewc.ewc_lambda,
     )
-    last = get_last_checkpoint(training.output_dir) if Path(training.output_dir).is_dir() else None
+    last = last_complete_checkpoint(training.output_dir)
     trainer.train(resume_from_checkpoint=training.resume_from_checkpoint or last)
     trainer.save_model(training.output_dir)
     if trainer.is_world_process_zero():

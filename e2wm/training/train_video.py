@@ -43,7 +43,6 @@ from transformers import (
     set_seed,
 )
 from transformers.modeling_outputs import TokenClassifierOutput
-from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 
 from e2wm.errors import E2WMError, error_line, reported
@@ -51,6 +50,7 @@ from e2wm.files import output_lock
 from e2wm.multimodal import E2WMVideoForCausalLM, E2WMVideoProcessor, VideoEncoder, VideoEncoderConfig
 from e2wm.multimodal.data import EVENT_CLASSES, IGNORE, EventWindows, FeatureCollator, stream_rows
 from e2wm.multimodal.video_io import Clip, VideoCaptionDirectory
+from e2wm.training.checkpoints import last_complete_checkpoint
 from e2wm.training.config import parse_recipe
 from e2wm.training.models import DEFAULT_MODEL, resolve_model
 
@@ -387,8 +387,9 @@ def save_model(model: PreTrainedModel, processor: E2WMVideoProcessor, directory:
 def resume(trainer: Trainer) -> None:
     """Train, from the last checkpoint in ``output_dir`` if there is one."""
     output_dir = trainer.args.output_dir
-    last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
-    trainer.train(resume_from_checkpoint=trainer.args.resume_from_checkpoint or last)
+    trainer.train(
+        resume_from_checkpoint=trainer.args.resume_from_checkpoint or last_complete_checkpoint(output_dir)
+    )
 
 
 def publish(output_dir: str, save: Callable[[str], None]) -> None:

@@ -1,0 +1,28 @@
+"""Which checkpoint a rerun resumes from: the newest complete one."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+
+def last_complete_checkpoint(output_dir: str) -> str | None:
+    """The newest ``checkpoint-N`` in ``output_dir`` whose ``trainer_state.json`` (the file the Trainer
+    writes last) reads back, or None. A job killed while saving leaves a checkpoint without it, or with
+    it cut short; resuming from that one would fail, so the one before is taken."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return None
+    steps = sorted(
+        (int(m.group(1)), p)
+        for p in folder.iterdir()
+        if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))
+    )
+    for _, checkpoint in reversed(steps):
+        try:
+            json.loads((checkpoint / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        return str(checkpoint)
+    return None
