@@ -12,8 +12,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, NoReturn
 
-from e2wm.errors import E2WMError, did_you_mean, error_line, release, reported
-from e2wm.files import output_lock
+from e2wm.errors import E2WMError, did_you_mean, release, reported
+from e2wm.files import output_lock, read_yaml_mapping
 
 
 def collect(args: argparse.Namespace) -> None:
@@ -787,20 +787,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def _with_config(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
     """``argv`` with its ``--config YAML`` replaced by the flags the YAML mapping gives, placed before the
     command line's own flags so that those win; one-line errors for an unreadable file or unknown key."""
-    import yaml
-
     config = next((i for i, a in enumerate(argv) if a == "--config" or a.startswith("--config=")), None)
     commands = parser._subparsers._group_actions[0].choices  # noqa: SLF001  # argparse keeps them here
-    if config is None or not argv or argv[0] not in commands:
+    if config is None or argv[0] not in commands:
         return argv
     path = argv[config].partition("=")[2] or (argv[config + 1] if config + 1 < len(argv) else "")
     rest = argv[1:config] + argv[config + (1 if "=" in argv[config] else 2) :]
-    try:
-        mapping = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise E2WMError(f"--config {path}: cannot read it ({error_line(exc)})") from None
-    if not isinstance(mapping, dict):
-        raise E2WMError(f"--config {path}: not a mapping of flag names to values")
+    mapping = read_yaml_mapping(path, "--config")
     options = {
         o[2:]: action
         for action in commands[argv[0]]._actions  # noqa: SLF001

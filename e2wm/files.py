@@ -24,7 +24,7 @@ import struct
 from collections.abc import Iterator
 from pathlib import Path
 
-from e2wm.errors import E2WMError
+from e2wm.errors import E2WMError, error_line
 
 HEADER_LIMIT = 100 * 1024 * 1024  # safetensors refuses headers above 100 MB
 
@@ -36,6 +36,22 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_yaml_mapping(path: str | Path, what: str) -> dict:
+    """The YAML mapping in the file at ``path`` (a recipe, a job's ``--config``); a one-line E2WMError
+    naming it as ``what`` when it is missing, unreadable or not a mapping."""
+    import yaml
+
+    try:
+        mapping = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise E2WMError(f"{what} {path}: no such file") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise E2WMError(f"{what} {path}: not readable YAML ({error_line(exc)})") from None
+    if not isinstance(mapping, dict):
+        raise E2WMError(f"{what} {path}: not a YAML mapping of fields to values")
+    return mapping
 
 
 def check_safetensors(path: str | Path, what: str = "file") -> dict:

@@ -53,8 +53,8 @@ def test_every_command_takes_its_flags_from_a_yaml_config_and_flags_win(tmp_path
     ("text", "phrase"),
     [
         ("agent: random\nshard_sise: 2\n", "unknown key 'shard_sise' (did you mean shard-size?)"),
-        ("- agent\n- random\n", "not a mapping"),
-        ("agent: [unclosed\n", "cannot read it"),
+        ("- agent\n- random\n", "not a YAML mapping"),
+        ("agent: [unclosed\n", "not readable YAML"),
     ],
 )
 def test_a_bad_config_is_one_line_before_any_work(text, phrase, tmp_path, capfd):

@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from trl import ModelConfig, SFTConfig, TrlParser
 
 from e2wm.corpus.tasks import TASKS
 from e2wm.errors import E2WMError, did_you_mean, error_line
-from e2wm.files import check_safetensors
+from e2wm.files import check_safetensors, read_yaml_mapping
 from e2wm.training.general_text import SOURCES
 
 
@@ -199,15 +198,7 @@ def check_flags(argv: list[str], fields: dict[str, Any]) -> None:
 
 def check_recipe(path: str, fields: dict[str, Any]) -> None:
     """The recipe at ``path`` is a YAML mapping of known keys whose values have their fields' types."""
-    try:
-        recipe = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise E2WMError(f"recipe {path}: no such file") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise E2WMError(f"recipe {path}: not readable YAML ({error_line(exc)})") from None
-    if not isinstance(recipe, dict):
-        raise E2WMError(f"recipe {path}: not a YAML mapping of fields to values")
-    for key, value in recipe.items():
+    for key, value in read_yaml_mapping(path, "recipe").items():
         if key in YAML_ONLY:
             continue
         if key not in fields:
