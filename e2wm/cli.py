@@ -378,7 +378,7 @@ class _ConfigDefault:
     which ``e2wm --help`` and the light commands should not wait for."""
 
     config: str
-    name: str | None
+    name: str | None = None
 
     def value(self) -> Any:
         module, attribute = self.config.split(":")
@@ -387,10 +387,6 @@ class _ConfigDefault:
             spec = next(f for f in dataclasses.fields(value) if f.name == self.name)
             value = spec.default_factory() if spec.default is dataclasses.MISSING else spec.default
         return list(value) if isinstance(value, tuple) else value
-
-
-def _default(config: str, name: str | None = None) -> _ConfigDefault:
-    return _ConfigDefault(config, name)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -416,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--agent",
         choices=AGENTS,
-        default=_default(COLLECT, "agent"),
+        default=_ConfigDefault(COLLECT, "agent"),
         help="rollout agent",
     )
     p.add_argument(
@@ -428,24 +424,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workers",
         type=int,
-        default=_default(COLLECT, "workers"),
+        default=_ConfigDefault(COLLECT, "workers"),
         help="worker processes",
     )
     p.add_argument(
         "--seed",
         type=int,
-        default=_default(COLLECT, "seed"),
+        default=_ConfigDefault(COLLECT, "seed"),
         help="run seed: same seed, byte-identical shards",
     )
     p.add_argument(
         "--out",
-        default=_default(COLLECT, "out"),
+        default=_ConfigDefault(COLLECT, "out"),
         help="output directory for the shards",
     )
     p.add_argument(
         "--shard-size",
         type=int,
-        default=_default(COLLECT, "shard_size"),
+        default=_ConfigDefault(COLLECT, "shard_size"),
         help="episodes per shard",
     )
     p.add_argument(
@@ -458,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--splits",
         nargs="+",
-        default=_default(COLLECT, "splits"),
+        default=_ConfigDefault(COLLECT, "splits"),
         choices=SPLITS,
         help="draw programs and scene graphs from these splits",
     )
@@ -466,19 +462,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--length",
         type=int,
-        default=_default(EXPLORE, "length"),
+        default=_ConfigDefault(EXPLORE, "length"),
         help="random agent: steps per episode",
     )
     p.add_argument(
         "--people",
         type=int,
-        default=_default(EXPLORE, "people"),
+        default=_ConfigDefault(EXPLORE, "people"),
         help="random agent: people acting in each episode",
     )
     p.add_argument(
         "--mcts-iterations",
         type=int,
-        default=_default(MCTS, "iterations"),
+        default=_ConfigDefault(MCTS, "iterations"),
         help="mcts agent: simulations per decision",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -492,26 +488,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tasks",
         nargs="+",
-        default=_default(BUILD, "tasks"),
+        default=_ConfigDefault(BUILD, "tasks"),
         metavar="TASK",
         help=f"tasks: {', '.join(TASKS)}",
     )
     p.add_argument(
         "--seed",
         type=int,
-        default=_default(BUILD, "seed"),
+        default=_ConfigDefault(BUILD, "seed"),
         help="seed of narration, sampling and distractors",
     )
     p.add_argument(
         "--shots",
         type=int,
-        default=_default(BUILD, "shots"),
+        default=_ConfigDefault(BUILD, "shots"),
         help="in-context train examples in prompt_kshot",
     )
     p.add_argument(
         "--train-kshot-share",
         type=float,
-        default=_default(BUILD, "train_kshot_share"),
+        default=_ConfigDefault(BUILD, "train_kshot_share"),
         help="share of short-prompt train examples prompted with prompt_kshot",
     )
     p.add_argument(
@@ -548,36 +544,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("fisher", help=fisher.__doc__, description=fisher.__doc__)
     p.add_argument(
         "--model",
-        default=_default(EVAL, "model"),
+        default=_ConfigDefault(EVAL, "model"),
         help="embedded model name, Hub id or local path",
     )
     p.add_argument(
         "--data",
-        default=_default(EWC, "fisher_data"),
+        default=_ConfigDefault(EWC, "fisher_data"),
         help="general (offline English prose), model-samples (the true Fisher), or a dataset",
     )
     p.add_argument(
         "--samples",
         type=int,
-        default=_default(EWC, "fisher_samples"),
+        default=_ConfigDefault(EWC, "fisher_samples"),
         help="examples to estimate from",
     )
     p.add_argument(
         "--max-length",
         type=int,
-        default=_default(EWC, "fisher_max_length"),
+        default=_ConfigDefault(EWC, "fisher_max_length"),
         help="tokens per example",
     )
     p.add_argument(
         "--targets",
         nargs="+",
-        default=_default(FISHER_TARGETS),
+        default=_ConfigDefault(FISHER_TARGETS),
         help="linear layers LoRA targets (names), or all-linear, or all",
     )
     p.add_argument(
         "--rank",
         type=int,
-        default=_default(EWC, "fisher_rank"),
+        default=_ConfigDefault(EWC, "fisher_rank"),
         help="> 0: store each matrix factored at this rank",
     )
     p.add_argument("--out", required=True, help="output .safetensors file")
@@ -586,30 +582,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("eval", help=evaluate.__doc__, description=evaluate.__doc__)
     p.add_argument(
         "--model",
-        default=_default(EVAL, "model"),
+        default=_ConfigDefault(EVAL, "model"),
         help="embedded model name, Hub id or local path",
     )
     p.add_argument("--adapter", default=None, help="PEFT adapter directory (from `e2wm train`)")
     p.add_argument(
         "--corpus",
-        default=_default(EVAL, "corpus"),
+        default=_ConfigDefault(EVAL, "corpus"),
         help="corpus directory from `e2wm build`",
     )
     p.add_argument(
         "--suite",
-        default=_default(EVAL, "suite"),
+        default=_ConfigDefault(EVAL, "suite"),
         help="embodied (corpus tests), general (perplexity) or all",
     )
     p.add_argument(
         "--limit",
         type=int,
-        default=_default(EVAL, "limit"),
+        default=_ConfigDefault(EVAL, "limit"),
         help="examples per task per split, a seeded sample (0: all)",
     )
     p.add_argument("--out", required=True, help="output directory (results.json, results.md, charts)")
     p.add_argument(
         "--backend",
-        default=_default(EVAL, "backend"),
+        default=_ConfigDefault(EVAL, "backend"),
         help="scorer of multiple-choice tasks: e2wm or lm-eval",
     )
     p.add_argument(
@@ -637,31 +633,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--splits",
         nargs="+",
-        default=_default(EVAL, "splits"),
+        default=_ConfigDefault(EVAL, "splits"),
         help="test splits: test_seen, test_unseen (train wordings), test_seen_transfer, test_unseen_transfer "
         "(held-out wordings)",
     )
     p.add_argument(
         "--seed",
         type=int,
-        default=_default(EVAL, "seed"),
+        default=_ConfigDefault(EVAL, "seed"),
         help="seed of the per-task sample",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument(
         "--batch-size",
         type=int,
-        default=_default(EVAL, "batch_size"),
+        default=_ConfigDefault(EVAL, "batch_size"),
         help="examples per forward pass",
     )
     p.add_argument(
         "--device",
-        default=_default(EVAL, "device"),
+        default=_ConfigDefault(EVAL, "device"),
         help="cpu, cuda, cuda:N, or auto (every GPU if there is one, else cpu)",
     )
     p.add_argument(
         "--dtype",
-        default=_default(EVAL, "dtype"),
+        default=_ConfigDefault(EVAL, "dtype"),
         help="model weights' dtype; auto: bfloat16 on a GPU, float32 on the CPU",
     )
     p.set_defaults(func=evaluate)
@@ -692,19 +688,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--size",
         type=int,
-        default=_default(RENDER, "size"),
+        default=_ConfigDefault(RENDER, "size"),
         help="frame width and height in pixels (even)",
     )
     p.add_argument(
         "--fps",
         type=int,
-        default=_default(RENDER, "fps"),
+        default=_ConfigDefault(RENDER, "fps"),
         help="frames per second (a step lasts 8 frames)",
     )
     p.add_argument(
         "--pause-rate",
         type=float,
-        default=_default(RENDER, "pause_rate"),
+        default=_ConfigDefault(RENDER, "pause_rate"),
         help="chance the scene stands still for 4-16 frames after a step (0: a caption every 8 frames)",
     )
     p.add_argument("--workers", type=int, default=1, help="worker processes")

@@ -125,10 +125,13 @@ def placement(config: EvalConfig) -> dict[str, Any]:
     gpu = torch.cuda.is_available()
     if config.device.startswith("cuda") and not gpu:
         raise E2WMError(f"device {config.device}: no CUDA GPU here (use --device cpu)")
-    on_gpu = config.device.startswith("cuda") or (config.device == "auto" and gpu)
-    dtype = config.dtype if config.dtype != "auto" else "bfloat16" if on_gpu else "float32"
-    device_map = "auto" if config.device == "auto" and gpu else config.device if on_gpu else "cpu"
-    return {"dtype": getattr(torch, dtype), "device_map": device_map}
+    if not gpu or config.device == "cpu":
+        return {
+            "dtype": getattr(torch, "float32" if config.dtype == "auto" else config.dtype),
+            "device_map": "cpu",
+        }
+    dtype = "bfloat16" if config.dtype == "auto" else config.dtype
+    return {"dtype": getattr(torch, dtype), "device_map": config.device}  # "auto": every GPU
 
 
 @contextlib.contextmanager
