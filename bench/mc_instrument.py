@@ -33,6 +33,7 @@ import datasets
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from e2wm.corpus.read import open_corpus
 from e2wm.corpus.tasks import MULTIPLE_CHOICE
 from e2wm.eval.mc_forms import FORMS, as_form, reorder
 from e2wm.eval.scoring import NORMALIZATIONS, UnconditionalScorer, argmax, normalize, packed_logprobs
@@ -71,7 +72,7 @@ def main() -> None:
         raise SystemExit(f"bench mc_instrument: no corpus at {args.corpus} (run `make demo` first)")
     start = time.perf_counter()
     datasets.disable_progress_bars()
-    validation = datasets.load_from_disk(args.corpus)["validation"]
+    validation = open_corpus(args.corpus)["validation"]
     path = resolve_model("smollm2-135m")
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True).eval()

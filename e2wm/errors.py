@@ -16,6 +16,7 @@ import errno
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterable, Iterator
 
 # Errors of a full, read-only or forbidden output: the user's to fix, reported as one line.
@@ -86,6 +87,17 @@ class _NotHeld:
 
 
 HOLD: Held | _NotHeld = _NotHeld()  # the running command's; jobs call HOLD.release() once checked
+# Optional dependencies (pyproject extras): a command that needs one that is missing says which extra has it.
+EXTRAS = {
+    "av": "video",
+    "cv2": "video",
+    "deepspeed": "deepspeed",
+    "bitsandbytes": "quantization",
+    "lm_eval": "lm-eval",
+    "tensorboard": "trackers",
+    "requests": "unity",
+    "PIL": "unity",
+}
 
 
 def release() -> None:
@@ -118,6 +130,13 @@ def reported(command: str, verbose: bool = False) -> Iterator[None]:
             name = os.path.basename(exc.filename)
             where = f" in {os.path.dirname(exc.filename)}" if name.startswith(".tmp") else f" {exc.filename}"
         _fail(command, f"cannot write{where}: {exc.strerror or os.strerror(exc.errno)}; nothing was kept")
+    except ModuleNotFoundError as exc:
+        extra = EXTRAS.get((exc.name or "").partition(".")[0])
+        if extra is None:
+            held.release()
+            raise
+        held.discard()
+        _fail(command, f"this needs the optional dependency {exc.name}: pip install 'e2wm[{extra}]'")
     except KeyboardInterrupt:
         held.release()
         print(f"e2wm {command}: interrupted; rerun the same command to resume", file=sys.stderr)
@@ -142,3 +161,12 @@ def _has_fd2() -> bool:
     except OSError:
         return False
     return True
+
+
+@contextlib.contextmanager
+def libraries_deprecation(pattern: str) -> Iterator[None]:
+    """Hide the FutureWarnings matching ``pattern`` that a library raises about its own call of a renamed
+    API (PEFT and TRL calling transformers' ``is_gradient_checkpointing``): noise no user can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=pattern, category=FutureWarning)
+        yield

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import datasets
 import huggingface_hub
 import pyarrow.parquet as pq
 import pytest
@@ -27,6 +26,7 @@ from peft import LoraConfig, get_peft_model
 from support.tiny_lm import save_tiny_corpus, save_tiny_eval_corpus, save_tiny_lm
 
 from e2wm import cli
+from e2wm.corpus.read import open_corpus
 from e2wm.errors import E2WMError, reported
 from e2wm.rollouts.collect import CollectConfig, collect
 from e2wm.rollouts.shards import shard_files
@@ -405,6 +405,11 @@ ROWS: dict[str, Row] = {
         lambda i: ["stream", "--model", str(i.lm), "--rollouts", str(i.rollouts), "--episodes", "0"],
         "--episodes",
     ),
+    "stream: two sources": (
+        lambda i: ["stream", "--model", str(i.lm), "--rollouts", str(i.rollouts), "--clips", str(i.root)],
+        "exactly one of --video, --rollouts and --clips",
+    ),
+    "stream: no source": (lambda i: ["stream", "--model", str(i.lm)], "exactly one of"),
     # push: adapters, results, repo ids
     "push: missing adapter": (
         lambda i: ["push", "--adapter", str(i.root / "no"), "--repo-id", "me/x", "--dry-run", "OUT"],
@@ -493,7 +498,7 @@ def _video(
 
 def _jsonl_corpus(i: Inputs, name: str, broken: bool) -> str:
     """A folder of JSONL split files (as ``e2wm build --jsonl`` exports) of the tiny train corpus."""
-    corpus = datasets.load_from_disk(str(i.corpus))
+    corpus = open_corpus(str(i.corpus))
     folder = i.root / name
     folder.mkdir(parents=True)
     for split in corpus:
@@ -505,7 +510,7 @@ def _jsonl_corpus(i: Inputs, name: str, broken: bool) -> str:
 
 
 def _drop_column(corpus: Path, column: str) -> None:
-    ds = datasets.load_from_disk(str(corpus), keep_in_memory=True).remove_columns(column)
+    ds = open_corpus(str(corpus)).remove_columns(column)
     shutil.rmtree(corpus)
     ds.save_to_disk(str(corpus))
 
@@ -560,7 +565,7 @@ def test_malformed_input_is_one_line_and_exit_2_and_writes_nothing(
 
 def _noisy_job(fail: bool) -> None:
     """What a command does before its checks fail: a Python warning and a line from C (file descriptor 2)."""
-    warnings.warn("a library's deprecation notice", FutureWarning, stacklevel=1)
+    warnings.warn("a library's deprecation notice", UserWarning, stacklevel=1)
     os.write(2, b"a C extension's notice\n")
     if fail:
         raise E2WMError("the input is bad")

@@ -67,33 +67,74 @@ def test_a_bad_config_is_one_line_before_any_work(text, phrase, tmp_path, capfd)
     assert not (tmp_path / "out").exists()
 
 
-def test_flag_defaults_are_the_config_defaults():
+def _configs() -> list[tuple[list[str], object]]:
+    """Each command's shortest command line, and the config it must give: the dataclass's own defaults."""
     from e2wm.corpus.build import BuildConfig
     from e2wm.eval.config import EvalConfig
-    from e2wm.multimodal.render import RenderConfig
+    from e2wm.hub.push import PushConfig
+    from e2wm.multimodal.evaluate import StreamConfig
+    from e2wm.multimodal.render import RenderRolloutsConfig
     from e2wm.rollouts.collect import CollectConfig
+    from e2wm.training.config import FisherConfig
 
-    collect = cli.parse_args(["collect"])
-    want = CollectConfig()
-    assert (collect.shard_size, collect.workers, collect.out, tuple(collect.splits)) == (
-        want.shard_size, want.workers, want.out, want.splits,
-    )  # fmt: skip
-    assert (collect.length, collect.mcts_iterations) == (want.explore.length, want.mcts.iterations)
-    build = cli.parse_args(["build", "--rollouts", "r", "--out", "o"])
-    assert (tuple(build.tasks), build.shots, build.train_kshot_share) == (
-        BuildConfig("r", "o").tasks, BuildConfig("r", "o").shots, BuildConfig("r", "o").train_kshot_share,
-    )  # fmt: skip
-    evaluate = cli.parse_args(["eval", "--out", "o"])
-    assert (evaluate.model, evaluate.limit, tuple(evaluate.splits)) == (
-        EvalConfig().model, EvalConfig().limit, EvalConfig().splits,
-    )  # fmt: skip
-    render = cli.parse_args(["render", "--rollouts", "r", "--out", "o"])
-    shown = RenderConfig()
-    assert (render.size, render.fps, render.pause_rate) == (shown.size, shown.fps, shown.pause_rate)
+    return [
+        (["collect"], CollectConfig()),
+        (["build", "--rollouts", "r", "--out", "o"], BuildConfig("r", "o")),
+        (["fisher", "--out", "f.safetensors"], FisherConfig("f.safetensors")),
+        (["eval"], EvalConfig()),
+        (["inspect", "d"], cli.InspectConfig("d")),
+        (["run", "p.txt"], cli.RunConfig("p.txt")),
+        (["render", "--rollouts", "r", "--out", "o"], RenderRolloutsConfig("r", "o")),
+        (["stream", "--model", "m"], StreamConfig("m")),
+        (["push", "--adapter", "a", "--repo-id", "u/n"], PushConfig("a", "u/n")),
+    ]
+
+
+def test_every_command_has_a_config_and_its_flags_default_to_its_fields():
+    configs = _configs()
+    assert sorted(argv[0] for argv, _ in configs) == sorted(cli.COMMANDS)
+    for argv, want in configs:
+        assert cli.parse_args(argv).job == want, argv
+
+
+def test_every_kind_of_field_is_a_flag():
+    job = cli.parse_args(
+        ["eval", "--no-base", "--kshot", "--normalization", "housework_qa=sum", "activity_inference=mean",
+         "--tasks", "counting", "--limit", "0", "--length-edges", "3", "9", "--retention-passages", "2"]
+    ).job  # fmt: skip
+    assert (job.base, job.kshot, job.transfer_kshot, job.limit) == (False, True, True, None)
+    assert job.normalization == {"housework_qa": "sum", "activity_inference": "mean"}
+    assert (job.tasks, job.length_edges, job.retention_passages) == (("counting",), (3, 9), 2)
+    job = cli.parse_args(
+        ["collect", "--shard-range", "1:3", "--splits", "train", "--mcts-iterations", "9"]
+    ).job
+    assert (job.shard_range, job.splits, job.mcts.iterations, job.explore.length) == (
+        (1, 3),
+        ("train",),
+        9,
+        20,
+    )
 
 
 def test_flags_take_either_spelling_as_trl_flags_do():
-    hyphen = cli.parse_args(["collect", "--shard-size", "4", "--mcts-iterations", "9"])
-    underscore = cli.parse_args(["collect", "--shard_size", "4", "--mcts_iterations", "9"])
-    assert vars(hyphen) == vars(underscore)
-    assert (underscore.shard_size, underscore.mcts_iterations) == (4, 9)
+    hyphen = cli.parse_args(["collect", "--shard-size", "4", "--mcts-iterations", "9"]).job
+    underscore = cli.parse_args(["collect", "--shard_size", "4", "--mcts_iterations", "9"]).job
+    assert hyphen == underscore
+    assert (underscore.shard_size, underscore.mcts.iterations) == (4, 9)
+
+
+@pytest.mark.parametrize(
+    ("module", "argv", "extra"),
+    [
+        ("av", ["render", "--rollouts", "r", "--out", "OUT"], "video"),
+        ("lm_eval", ["eval", "--backend", "lm-eval", "--out", "OUT"], "lm-eval"),
+    ],
+)
+def test_a_missing_optional_dependency_names_its_extra_in_one_line(module, argv, extra, tmp_path):
+    """Without an optional dependency (pyproject extras), the command that needs it fails in one line."""
+    argv = [a.replace("OUT", str(tmp_path / "out")) for a in argv]
+    code = f"import sys; sys.modules[{module!r}] = None; from e2wm.cli import main; main({argv!r})"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert f"pip install 'e2wm[{extra}]'" in proc.stderr
+    assert not (tmp_path / "out").exists()

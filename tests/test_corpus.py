@@ -1,8 +1,12 @@
 """The embodied QA corpus: answers recomputed from the rollouts, determinism, leakage, formats, card."""
 
 import json
+import os
 import re
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import datasets
 import pyarrow as pa
@@ -51,7 +55,7 @@ def corpus_dir(rollouts, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def corpus(corpus_dir):
-    return datasets.load_from_disk(str(corpus_dir))
+    return open_corpus(str(corpus_dir))
 
 
 @pytest.fixture(scope="session")
@@ -288,8 +292,8 @@ def test_build_is_deterministic_by_seed(rollouts, corpus, tmp_path):
     tasks = ("counting", "object_location", "state_tracking_grab")
     build(BuildConfig(rollouts=str(rollouts), out=str(again), tasks=tasks), progress=False)
     build(BuildConfig(rollouts=str(rollouts), out=str(other), tasks=tasks, seed=1), progress=False)
-    same = datasets.load_from_disk(str(again))
-    different = datasets.load_from_disk(str(other))
+    same = open_corpus(str(again))
+    different = open_corpus(str(other))
     for split in corpus:
         assert same[split]["prompt"] == [e["prompt"] for e in corpus[split] if e["task"] in tasks]
     assert same["train"]["prompt"] != different["train"]["prompt"]
@@ -399,9 +403,38 @@ def test_a_share_of_short_prompt_train_examples_is_prompted_few_shot(corpus):
 
 
 def test_the_jsonl_export_reads_back_as_the_corpus(corpus_dir):
-    saved = datasets.load_from_disk(str(corpus_dir))
+    saved = open_corpus(str(corpus_dir))
     exported = open_corpus(str(corpus_dir / "jsonl"))
     assert sorted(exported) == sorted(saved)
     for split in saved:
         assert exported[split]["prompt"] == saved[split]["prompt"]
         assert exported[split]["completion"] == saved[split]["completion"]
+
+
+def test_the_corpus_folder_is_a_hub_dataset_with_a_config_per_task(corpus_dir, corpus, tmp_path):
+    """``load_dataset(DIR)`` reads every task (the card's default ``all`` config) in the corpus's own order;
+    ``load_dataset(DIR, TASK)`` one task."""
+    everything = datasets.load_dataset(str(corpus_dir), cache_dir=str(tmp_path / "cache"))
+    assert sorted(everything) == sorted(corpus)
+    for split in corpus:
+        assert everything[split]["prompt"] == corpus[split]["prompt"]
+        assert everything[split].features == corpus[split].features
+    counting = datasets.load_dataset(str(corpus_dir), "counting", cache_dir=str(tmp_path / "cache"))
+    for split in counting:
+        want = [e["prompt"] for e in corpus[split] if e["task"] == "counting"]
+        assert set(counting[split]["task"]) == {"counting"} and counting[split]["prompt"] == want
+    assert sorted(counting) == sorted(s for s in corpus if "counting" in corpus[s]["task"])
+
+
+def test_trls_own_sft_script_trains_on_the_corpus_folder(corpus_dir, lm, tmp_path):
+    out = tmp_path / "sft"
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "trl"), "sft", "--model_name_or_path", str(lm),
+         "--dataset_name", str(corpus_dir), "--max_steps", "1", "--per_device_train_batch_size", "2",
+         "--max_length", "64", "--output_dir", str(out), "--report_to", "none", "--use_cpu", "true",
+         "--bf16", "false", "--save_strategy", "no", "--eval_strategy", "no"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1",
+                                            "HF_DATASETS_CACHE": str(tmp_path / "cache")},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "model.safetensors").is_file()

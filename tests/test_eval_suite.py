@@ -6,6 +6,8 @@ import hashlib
 import json
 import math
 import shutil
+import subprocess
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from tokenizers import Regex, Tokenizer, models, pre_tokenizers
 
 from e2wm.cli import main
 from e2wm.corpus.build import BuildConfig, build
+from e2wm.corpus.read import open_corpus
 from e2wm.corpus.tasks import MULTIPLE_CHOICE, TRACKING_TASKS
 from e2wm.errors import E2WMError
 from e2wm.eval.config import FORMAT, REPORTED_SPLITS, EvalConfig, primary_metric
@@ -370,9 +373,9 @@ def _bad_cases(lm: Path, corpus: Path, adapter: Path, tmp: Path) -> dict[str, tu
     )
     get_peft_model(small, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(tmp / "other")
     old = tmp / "old"
-    datasets.load_from_disk(str(corpus)).map(lambda e: {"meta": "{}"}, keep_in_memory=True).save_to_disk(old)
+    open_corpus(str(corpus)).map(lambda e: {"meta": "{}"}, keep_in_memory=True).save_to_disk(old)
     in_template_only = tmp / "in_template_only"
-    full = datasets.load_from_disk(str(corpus))
+    full = open_corpus(str(corpus))
     datasets.DatasetDict({s: full[s] for s in ("train", "test_seen", "test_unseen")}).save_to_disk(
         in_template_only
     )
@@ -486,3 +489,66 @@ def test_the_model_loads_on_the_configured_device_and_dtype(lm):
         assert auto == {"dtype": torch.float32, "device_map": "cpu"}
         with pytest.raises(E2WMError, match="no CUDA GPU here"):
             placement(EvalConfig(model=str(lm), device="cuda"))
+
+
+def test_the_model_defaults_to_the_adapters_base(lm, adapter, tmp_path) -> None:
+    assert EvalConfig(adapter=str(adapter)).resolved().model == str(lm)
+    no_config = EvalConfig(adapter=str(tmp_path))  # an adapter config that does not say: the default
+    assert EvalConfig().resolved().model == no_config.resolved().model == "smollm2-135m"
+    embedded = tmp_path / "embedded"
+    embedded.mkdir()
+    cached = "/cache/e2wm/models/smollm2-135m"
+    (embedded / "adapter_config.json").write_text(f'{{"base_model_name_or_path": "{cached}"}}')
+    assert EvalConfig(adapter=str(embedded), model="other/model").resolved().model == "other/model"
+    assert (
+        EvalConfig(adapter=str(embedded)).resolved().model == "smollm2-135m"
+    )  # the embedded cache: its name
+
+
+def test_adapter_and_corpus_may_be_hub_ids(lm, corpus, adapter, tmp_path) -> None:
+    """Both are fetched from the Hub (the stand-in), the model defaults to the adapter's base, and the
+    results name them as given; then, offline, the same command runs from the Hub cache."""
+    from support.hub_stand_in import HubStandIn
+
+    hub_corpus = tmp_path / "hub-corpus"
+    (hub_corpus / "data").mkdir(parents=True)
+    for split, ds in open_corpus(str(corpus)).items():
+        ds.to_parquet(str(hub_corpus / "data" / f"{split}-00000-of-00001.parquet"))
+    configs = [{"split": s, "path": f"data/{s}-*.parquet"} for s in open_corpus(str(corpus))]
+    (hub_corpus / "README.md").write_text(
+        f"---\nconfigs:\n- config_name: all\n  data_files: {json.dumps(configs)}\n---\n"
+    )
+    evaluate = [
+        "eval", "--adapter", "tester/tiny-adapter", "--corpus", "tester/tiny-corpus", "--suite", "embodied",
+        "--splits", "test_seen", "--no-transfer-kshot", "--tasks", "housework_qa", "counting", "--limit", "1",
+        "--quiet", "--out",
+    ]  # fmt: skip
+    upload = (
+        "from huggingface_hub import HfApi\napi = HfApi()\n"
+        "api.create_repo('tester/tiny-adapter')\n"
+        f"api.upload_folder(folder_path={str(adapter)!r}, repo_id='tester/tiny-adapter')\n"
+        "api.create_repo('tester/tiny-corpus', repo_type='dataset')\n"
+        f"api.upload_folder(folder_path={str(hub_corpus)!r}, repo_id='tester/tiny-corpus',"
+        " repo_type='dataset')\n"
+    )
+    run = "from e2wm.cli import main\nmain({argv!r})\n"
+    with HubStandIn() as hub:
+        env = hub.client_env("hf_test_token", home=tmp_path / "hf-home")
+        script = upload + run.format(argv=[*evaluate, str(tmp_path / "online")])
+        proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    offline = {**env, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    script = run.format(argv=[*evaluate, str(tmp_path / "offline")])
+    proc = subprocess.run([sys.executable, "-c", script], env=offline, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    online, cached = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("online", "offline"))
+    assert online["adapter"] == "tester/tiny-adapter" and online["corpus"] == "tester/tiny-corpus"
+    assert online["model"] == str(lm)  # the adapter's base
+    assert (
+        online["adapter_sha256"]
+        == hashlib.sha256((adapter / "adapter_model.safetensors").read_bytes()).hexdigest()
+    )
+    assert {(r["task"], r["variant"]) for r in online["results"]} == {
+        (t, v) for t in ("housework_qa", "counting") for v in ("base", "fine-tuned")
+    }
+    assert [r["value"] for r in cached["results"]] == [r["value"] for r in online["results"]]

@@ -14,7 +14,6 @@ from e2wm.errors import E2WMError
 from e2wm.training import general_text
 from e2wm.training.fisher import (
     compute_fisher,
-    fisher_loop,
     load_fisher,
     save_fisher,
     target_weights,
@@ -126,7 +125,7 @@ def test_target_weights_follow_peft_naming(model):
 def test_hooked_per_example_fisher_matches_batch_size_one_loop(model, tokenizer, targets):
     kwargs = dict(texts=TEXTS, source="empirical", samples=9, max_length=32, target_modules=targets, seed=3)
     hooked, meta = compute_fisher(model, tokenizer, batch_size=4, **kwargs)
-    reference, ref_meta = fisher_loop(model, tokenizer, **kwargs)
+    reference, ref_meta = compute_fisher(model, tokenizer, batch_size=None, **kwargs)
     _assert_close(hooked, reference, model)
     assert meta == ref_meta
     assert meta["source"] == "empirical" and meta["samples"] == "9" and meta["max_length"] == "32"
@@ -147,7 +146,7 @@ def test_batch_size_and_padding_do_not_change_the_estimate(model, tokenizer):
 def test_all_parameters_fall_back_to_the_loop(model, tokenizer):
     kwargs = dict(texts=TEXTS, samples=4, max_length=32, target_modules="all", seed=1)
     fisher, meta = compute_fisher(model, tokenizer, **kwargs)
-    reference, _ = fisher_loop(model, tokenizer, **kwargs)
+    reference, _ = compute_fisher(model, tokenizer, batch_size=None, **kwargs)
     _assert_close(fisher, reference, model)
     assert set(fisher) == {name for name, _ in model.named_parameters()}
     assert meta["targets"] == "all"
@@ -178,7 +177,7 @@ def test_model_sampled_true_fisher(model, tokenizer):
     first, meta = compute_fisher(model, tokenizer, batch_size=4, **kwargs)
     again, _ = compute_fisher(model, tokenizer, batch_size=2, **kwargs)
     other, _ = compute_fisher(model, tokenizer, **{**kwargs, "seed": 8})
-    reference, _ = fisher_loop(model, tokenizer, **kwargs)
+    reference, _ = compute_fisher(model, tokenizer, batch_size=None, **kwargs)
     _assert_close(first, again, model)
     _assert_close(first, reference, model)
     assert any(not torch.allclose(first[n], other[n]) for n in first)

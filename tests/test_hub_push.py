@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from huggingface_hub import DatasetCard, HfApi, constants, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError
 from support.hub_stand_in import INVALID_TOKEN, HubStandIn
 
+from e2wm.corpus.read import open_corpus
 from e2wm.rollouts.collect import CollectConfig, collect
 
 REPO = "tester/e2wm-corpus"
@@ -56,10 +58,10 @@ def test_push_uploads_corpus_and_card(hub, rollouts, tmp_path):
 
     repo = hub.repo(REPO, "dataset")
     assert repo.private
-    local = datasets.load_from_disk(str(tmp_path / "corpus"))
+    local = open_corpus(str(tmp_path / "corpus"))
     uploaded = set()
     for split, ds in local.items():
-        shards = sorted(p for p in repo.files if p.startswith(f"data/{split}-") and p.endswith(".parquet"))
+        shards = sorted(p for p in repo.files if re.fullmatch(rf"data/\w+/{split}-\d+-of-\d+\.parquet", p))
         assert shards, f"no parquet uploaded for {split}"
         assert set(shards) <= repo.head.lfs  # parquet goes through the LFS upload, as on the real Hub
         table = pa.concat_tables([pq.read_table(io.BytesIO(repo.files[p])) for p in shards])
@@ -78,7 +80,8 @@ def test_push_uploads_corpus_and_card(hub, rollouts, tmp_path):
     assert "| task | what it asks |" in card
     data = DatasetCard(card).data
     assert data.license == "mit"
-    assert [c["config_name"] for c in data.configs] == ["default"]
+    tasks = sorted({t for ds in local.values() for t in ds["task"]})
+    assert [c["config_name"] for c in data.configs] == ["all", *tasks]  # every task, and each on its own
 
     # huggingface_hub sends two kinds of request without the header by design: PUTs of LFS objects to their
     # presigned storage URL, and RepoCard.validate's POST /api/validate-yaml. Every other one carries it.

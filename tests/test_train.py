@@ -282,3 +282,30 @@ def test_a_rerun_resumes_from_the_newest_complete_checkpoint(tmp_path):
             (folder / "trainer_state.json").write_text(state)
     (tmp_path / "checkpoint-x").mkdir()
     assert last_complete_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-10")
+
+
+def test_report_to_tensorboard_logs_the_losses_and_the_penalty(lm, corpus, tmp_path):
+    """``report_to: tensorboard`` (the ``trackers`` extra): the Trainer's own callback writes the loss and
+    e2wm's ``ce_loss`` and ``ewc_penalty`` beside it, one point per logged step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    fisher = ("--fisher_path", str(tmp_path / "fisher.safetensors"), "--fisher_samples", "4")
+    out = tmp_path / "run"
+    args = argv(lm, corpus, out, "--ewc_lambda", "1e3", *fisher)
+    args[args.index("--report_to") + 1] = "tensorboard"
+    train(*parse(args))
+    (events,) = {p.parent for p in (out / "runs").rglob("events.out.tfevents.*")}  # the Trainer's default
+    scalars = EventAccumulator(str(events)).Reload()
+    assert {"train/loss", "train/ce_loss", "train/ewc_penalty"} <= set(scalars.Tags()["scalars"])
+    assert [e.step for e in scalars.Scalars("train/ewc_penalty")] == [1, 2, 3]
+
+
+def test_trls_script_argument_names_are_accepted(corpus, tmp_path):
+    """A recipe or command line written for ``trl sft`` names the data as TRL does."""
+    recipe = tmp_path / "trl.yaml"
+    recipe.write_text(
+        f"dataset_name: {corpus}\ndataset_train_split: validation\noutput_dir: {tmp_path}\nuse_cpu: true\n"
+    )
+    script, *_ = parse(["--config", str(recipe), "--dataset_test_split", "train"])
+    assert (script.dataset, script.train_split, script.eval_split) == (str(corpus), "validation", "train")
+    assert script.dataset_name is None  # recorded once, under e2wm's name

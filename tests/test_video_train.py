@@ -243,41 +243,42 @@ def test_stream_a_video_without_captions_and_bad_inputs(stages, clips, tmp_path,
         assert exit_info.value.code == 2 and message in err and err.count("\n") == 1, err
 
 
-def test_a_rerun_resumes_from_the_last_checkpoint(clips, tmp_path) -> None:
+def test_a_rerun_resumes_from_the_last_checkpoint(clips, tmp_path, capsys) -> None:
     argv = ["--stage", "1", "--clips", str(clips), *ENCODER, *TRAINING, "--output_dir", str(tmp_path)]
     argv += ["--save_strategy", "steps", "--save_steps", "1", "--save_total_limit", "1"]
     first = train_video.train(*train_video.parse(argv))
     assert [p.name for p in tmp_path.glob("checkpoint-*")] == ["checkpoint-2"]
     # Another seed would start from other weights: the losses of steps 1-2 show they were not run again.
+    capsys.readouterr()
     again = train_video.train(*train_video.parse([*argv, "--max_steps", "3", "--seed", "1"]))
+    assert f"resuming from {tmp_path / 'checkpoint-2'}" in capsys.readouterr().err
     losses = [(h["step"], h["loss"]) for h in again.state.log_history if "loss" in h]
     assert again.state.global_step == 3 and len(losses) == 3
     assert losses[:2] == [(h["step"], h["loss"]) for h in first.state.log_history if "loss" in h]
     assert (tmp_path / "config.json").exists() and not (tmp_path / ".tmp-final").exists()
 
 
-def test_a_killed_stage_reruns_to_the_weights_of_an_uninterrupted_run(clips, tmp_path) -> None:
+@pytest.mark.parametrize("stage", ["1", "2", "3"])
+def test_a_killed_stage_reruns_to_the_weights_of_an_uninterrupted_run(stage, stages, clips, tmp_path) -> None:
     """``kill -9`` of ``e2wm train-video`` (the whole process group) at a random point, then the same
     command: it resumes from the last checkpoint and ends with the weights an uninterrupted run ends with;
-    no temporary and no lock is left."""
+    no temporary and no lock is left. Stages 2 and 3 start from the previous stage's output."""
+    given = {
+        "1": ENCODER,
+        "2": ["--init_from", str(stages["1"]), "--model_name_or_path", str(stages["lm"]),
+              "--tokens_per_step", "2"],
+        "3": ["--init_from", str(stages["2"]), "--use_peft", "true", "--lora_r", "4", "--lora_alpha", "8",
+              "--lora_target_modules", "q_proj", "v_proj"],
+    }[stage]  # fmt: skip
+    steps = ["--max_steps", "6", "--save_strategy", "steps", "--save_steps", "1", "--save_total_limit", "1"]
 
     def argv(out: Path) -> list[str]:
-        steps = [
-            "--max_steps",
-            "6",
-            "--save_strategy",
-            "steps",
-            "--save_steps",
-            "1",
-            "--save_total_limit",
-            "1",
-        ]
-        return ["train-video", "--stage", "1", "--clips", str(clips), *ENCODER, *TRAINING, *steps,
+        return ["train-video", "--stage", stage, "--clips", str(clips), *given, *TRAINING, *steps,
                 "--output_dir", str(out)]  # fmt: skip
 
     reference, out = tmp_path / "reference", tmp_path / "out"
     main(argv(reference))
-    kill_midway(argv(out), out, seed=7)
+    kill_midway(argv(out), out, seed=7 + int(stage))
     main(argv(out))  # the same command again
     want, got = load_file(reference / "model.safetensors"), load_file(out / "model.safetensors")
     assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)

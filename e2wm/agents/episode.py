@@ -2,16 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from typing import Any
 
 from e2wm.agents.goals import Predicate
-from e2wm.simulator.protocol import StepResult
+from e2wm.simulator.protocol import Action, StepResult
 from e2wm.simulator.text import AGENT, describe_action, describe_change, describe_state
 from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator, humanize
 from e2wm.simulator.virtualhome.resources import SCENE, Program
 from e2wm.splits import split_of
+
+
+def execute(
+    sim: VirtualHomeSimulator,
+    initial: Any,
+    actions: Iterable[Action],
+    objects: Iterable[int],
+    stop_at_failure: bool,
+) -> dict[str, Any]:
+    """Run ``actions`` from the scene graph ``initial``: the fields of an episode record that the run gives,
+    its step records (up to the first failure with ``stop_at_failure``), the initial state as text over
+    ``objects``, and the room each character starts in."""
+    sim.reset(initial)
+    run: dict[str, Any] = {
+        "steps": [],
+        "initial_state_text": describe_state(sim, sorted(objects)),
+        "people_rooms": [sim.room_of(sim.state.char_id)],
+    }
+    for index, action in enumerate(actions):
+        result = sim.step(action)
+        run["steps"].append(step_record(sim, index, result))
+        if stop_at_failure and not result.success:
+            break
+    return run
 
 
 def step_record(

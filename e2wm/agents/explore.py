@@ -19,8 +19,8 @@ class ExploreConfig:
     listed in ``verb_weights`` weigh ``other_weight``.
     """
 
-    length: int = 20
-    people: int = 2
+    length: int = field(default=20, metadata={"help": "random agent: steps per episode"})
+    people: int = field(default=2, metadata={"help": "random agent: people acting in each episode"})
     switch: float = 0.3
     verb_weights: dict[str, float] = field(
         default_factory=lambda: {

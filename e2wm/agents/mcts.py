@@ -14,10 +14,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from e2wm.agents.episode import episode_record, step_record
+from e2wm.agents.episode import episode_record, execute
 from e2wm.agents.goals import Predicate, goal_from_graphs, relevant_objects
 from e2wm.simulator.protocol import Action
-from e2wm.simulator.text import describe_state
 from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator
 from e2wm.simulator.virtualhome.resources import Program
 
@@ -26,7 +25,7 @@ from e2wm.simulator.virtualhome.resources import Program
 class MCTSConfig:
     """Search budget and reward shaping of the planner."""
 
-    iterations: int = 150
+    iterations: int = field(default=150, metadata={"help": "mcts agent: simulations per decision"})
     max_steps: int = 25
     rollout_depth: int = 6
     exploration: float = 1.0
@@ -204,19 +203,14 @@ def plan_episode(
     goal = goal_from_graphs(initial, final)
     sim.reset(initial)
     planner = MCTSPlanner(sim, goal, config, random.Random(seed))
-    people_rooms = [sim.room_of(sim.state.char_id)]
-    initial_text = describe_state(sim, sorted(planner.objects))
     plan = planner.plan()
-    sim.reset(initial)
-    steps = [step_record(sim, i, sim.step(a)) for i, a in enumerate(plan.actions)]
+    run = execute(sim, initial, plan.actions, planner.objects, stop_at_failure=False)
     return episode_record(
         episode_id=episode_id,
         agent="mcts",
         seed=seed,
-        steps=steps,
-        initial_state_text=initial_text,
-        people_rooms=people_rooms,
         program=program,
         goal=goal,
         success=plan.reached,
+        **run,
     )

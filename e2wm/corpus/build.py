@@ -7,8 +7,13 @@ and held-out activities, see ``e2wm.splits``), worded by a *train* wording famil
 splits ``test_seen_transfer`` and ``test_unseen_transfer``; their few-shot demonstrations are train
 episodes asked in the same held-out layout, which no split holds. Train and validation examples whose
 prompt equals a test prompt, or whose plan is a test plan, are dropped. A share of the train examples of
-the short-prompt tasks is prompted few-shot (``train_kshot_share``). The corpus is written to a
-temporary directory and renamed into place.
+the short-prompt tasks is prompted few-shot (``train_kshot_share``).
+
+The corpus is saved in the Hub's dataset layout, so ``datasets.load_dataset(DIR)``, ``trl sft
+--dataset_name DIR`` and a push to the Hub all take the folder as it is: ``data/TASK/SPLIT-*.parquet``, one
+file per task and split, and the card's ``configs`` (``all``, the default, and one per task). Examples
+are ordered task by task, the order the files read back in. The folder is written under a temporary
+name and renamed into place.
 """
 
 from __future__ import annotations
@@ -58,15 +63,26 @@ FEATURES = datasets.Features(
 class BuildConfig:
     """Where the rollouts are, where the corpus goes, and what it holds."""
 
-    rollouts: str
-    out: str
-    tasks: tuple[str, ...] = tuple(TASKS)
-    seed: int = 0
-    shots: int = 3  # in-context examples in ``prompt_kshot``, drawn from train
-    train_kshot_share: float = 0.2  # share of short-prompt train examples prompted with ``prompt_kshot``
-    weights: dict[str, float] = field(default_factory=dict)  # task -> loss weight (default 1)
-    jsonl: bool = False
-    overwrite: bool = False
+    rollouts: str = field(metadata={"help": "directory of rollout shards from `e2wm collect`"})
+    out: str = field(metadata={"help": "directory to save the corpus to"})
+    tasks: tuple[str, ...] = field(
+        default=tuple(TASKS), metadata={"help": f"tasks: {', '.join(TASKS)}", "metavar": "TASK"}
+    )
+    seed: int = field(default=0, metadata={"help": "seed of narration, sampling and distractors"})
+    shots: int = field(default=3, metadata={"help": "in-context train examples in prompt_kshot"})
+    train_kshot_share: float = field(
+        default=0.2, metadata={"help": "share of short-prompt train examples prompted with prompt_kshot"}
+    )
+    weights: dict[str, float] = field(
+        default_factory=dict,
+        metadata={"help": "loss weight per task, stored per example (default 1)", "metavar": "TASK=WEIGHT"},
+    )
+    jsonl: bool = field(default=False, metadata={"help": "also export each split as JSONL under OUT/jsonl/"})
+    overwrite: bool = field(default=False, metadata={"help": "replace OUT if it exists"})
+    push_to_hub: str | None = field(
+        default=None, metadata={"help": "upload the corpus as this Hub dataset", "metavar": "REPO"}
+    )
+    private: bool = field(default=False, metadata={"help": "with --push-to-hub: a private dataset"})
 
     def validate(self) -> None:
         unknown = sorted(set(self.tasks) - set(TASKS)) + sorted(set(self.weights) - set(TASKS))
@@ -150,6 +166,16 @@ def mix_kshot(examples: list[dict], share: float, seed: int) -> None:
             e["prompt"] = e["prompt_kshot"]
 
 
+def save_parquet(corpus: datasets.DatasetDict, folder: Path) -> None:
+    """The Hub's layout: ``data/TASK/SPLIT-00000-of-00001.parquet``, one file per task and split."""
+    for split, ds in corpus.items():
+        tasks = ds["task"]
+        for task in sorted(set(tasks)):
+            path = folder / "data" / task / f"{split}-00000-of-00001.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            ds.select([i for i, t in enumerate(tasks) if t == task]).to_parquet(str(path))
+
+
 def build(config: BuildConfig, progress: bool = True) -> datasets.DatasetDict:
     """Build the corpus and save it (with its card, and JSONL if asked) to ``config.out``."""
     config.validate()
@@ -169,17 +195,19 @@ def build(config: BuildConfig, progress: bool = True) -> datasets.DatasetDict:
     mix_kshot(examples, config.train_kshot_share, config.seed)
     for e in examples:
         e["weight"] = config.weights.get(e["task"], 1.0)
+    examples.sort(key=lambda e: e["task"])  # stable: each task keeps its order, tasks as the files list
     corpus = datasets.DatasetDict(
         {
             split: datasets.Dataset.from_dict(
                 {k: [e[k] for e in examples if e["split"] == split] for k in FEATURES}, features=FEATURES
             )
             for split in CORPUS_SPLITS
+            if any(e["split"] == split for e in examples)
         }
     )
     agents = dict(sorted(Counter(e["agent"] for e in episodes).items()))
     with staged(out) as tmp:
-        corpus.save_to_disk(str(tmp))
+        save_parquet(corpus, tmp)
         (tmp / "README.md").write_text(dataset_card(corpus, config, agents, dropped))
         if config.jsonl:
             (tmp / "jsonl").mkdir()
@@ -188,15 +216,23 @@ def build(config: BuildConfig, progress: bool = True) -> datasets.DatasetDict:
     return corpus
 
 
-def push(corpus: datasets.DatasetDict, out: str, repo_id: str, private: bool = False) -> None:
-    """Upload the corpus and its card to the Hugging Face Hub (token from HF_TOKEN or `hf auth login`)."""
+def push(out: str, repo_id: str, private: bool = False) -> None:
+    """Upload the corpus folder as it is (its card and ``data/``) to the Hugging Face Hub as a dataset repo
+    (token from HF_TOKEN or `hf auth login`)."""
     import httpx2
-    from huggingface_hub import DatasetCard
+    from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
     try:
-        corpus.push_to_hub(repo_id, private=private)
-        DatasetCard((Path(out) / "README.md").read_text()).push_to_hub(repo_id, repo_type="dataset")
+        api = HfApi()
+        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        api.upload_folder(
+            folder_path=out,
+            repo_id=repo_id,
+            repo_type="dataset",
+            allow_patterns=["README.md", "data/**"],
+            commit_message="e2wm build: corpus and card",
+        )
     except HfHubHTTPError as exc:
         reason = exc.server_message or error_line(exc)
         raise E2WMError(f"push to {repo_id} failed: HTTP {exc.response.status_code}: {reason}") from None

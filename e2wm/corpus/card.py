@@ -24,7 +24,20 @@ def dataset_card(corpus: datasets.DatasetDict, config: Any, agents: dict[str, in
         "tags": ["embodied", "virtualhome", "world-model", "e2wm"],
         "size_categories": ["1K<n<10K" if sum(map(len, corpus.values())) < 10_000 else "10K<n<100K"],
         "configs": [
-            {"config_name": "default", "data_files": [{"split": s, "path": f"data/{s}-*"} for s in splits]}
+            {
+                "config_name": "all",
+                "default": True,
+                "data_files": [{"split": s, "path": f"data/*/{s}-*.parquet"} for s in splits],
+            },
+            *(
+                {
+                    "config_name": t,
+                    "data_files": [
+                        {"split": s, "path": f"data/{t}/{s}-*.parquet"} for s in splits if counts[s][t]
+                    ],
+                }
+                for t in tasks
+            ),
         ],
     }
     header = "| task | what it asks | " + " | ".join(splits) + " |\n|---|---|" + "---|" * len(splits)
@@ -58,10 +71,12 @@ covers, so accuracy can be reported by horizon.
 
 ## Format
 
-Each example has `prompt` and `completion` (TRL prompt-completion format; the completion is the answer
-after a space, so completion-only loss works as is), `task`, `split_group` (`seen` or `unseen`
-activity), `choices` and `label` for multiple choice (`label` -1 otherwise), `weight` (the task's loss
-weight: {weights}), `episode_id`, `length`, `meta` (JSON: the facts the answer came from) and
+Parquet files in the Hub's layout, `data/TASK/SPLIT-00000-of-00001.parquet`: `load_dataset(REPO_OR_DIR)`
+gives every task (the `all` config), `load_dataset(REPO_OR_DIR, "counting")` one task. Each example has
+`prompt` and `completion` (TRL prompt-completion format; the completion is the answer after a space, so
+completion-only loss works as is), `task`, `split_group` (`seen` or `unseen` activity), `choices` and
+`label` for multiple choice (`label` -1 otherwise), `weight` (the task's loss weight: {weights}),
+`episode_id`, `length`, `meta` (JSON: the facts the answer came from) and
 `prompt_kshot` (the prompt after {config.shots} solved train examples of the same task).
 
 ## Splits

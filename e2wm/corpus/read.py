@@ -1,5 +1,6 @@
-"""Reading a corpus back: the directory ``e2wm build`` saved, a folder of JSONL or Parquet split files
-(the build's ``jsonl/`` export, or a Hub dataset's ``data/`` layout), or a Hub dataset id."""
+"""Reading a corpus back: the folder ``e2wm build`` saves (the Hub's ``data/`` layout of Parquet files), a
+folder of JSONL or Parquet split files (the build's ``jsonl/`` export), a directory saved with
+``save_to_disk`` (corpora of e2wm 0.1), or a Hub dataset id."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import datasets
 
+from e2wm.corpus.build import CORPUS_SPLITS
 from e2wm.errors import E2WMError, error_line
 
 FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
@@ -31,17 +33,26 @@ def open_corpus(path: str, hub: bool = True) -> datasets.DatasetDict:
     try:
         if (folder / "dataset_dict.json").is_file():
             corpus = datasets.load_from_disk(str(folder))
+        elif (folder / "state.json").is_file():  # one Dataset saved with save_to_disk
+            raise E2WMError(f"cannot load corpus {path}: a single dataset, not a corpus with splits")
         elif folder.is_dir():
-            files = split_files(folder)
+            files = split_files(folder / "data" if (folder / "data").is_dir() else folder)
             if not files:
                 raise E2WMError(
-                    f"cannot load corpus {path}: no dataset_dict.json (a corpus from `e2wm build`), "
-                    "nor JSONL or Parquet split files"
+                    f"cannot load corpus {path}: no data/ folder of Parquet files (a corpus from "
+                    "`e2wm build`), nor JSONL or Parquet split files"
                 )
             if len(files) > 1:
                 raise E2WMError(f"cannot load corpus {path}: both JSONL and Parquet files; keep one format")
             [(builder, splits)] = files.items()
-            corpus = datasets.load_dataset(builder, data_files=dict(splits))
+            # datasets would ping its S3 bucket to count a use of its parquet/json loader: no network for
+            # a local folder
+            datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = False
+            order = sorted(
+                splits,
+                key=lambda s: (CORPUS_SPLITS.index(s) if s in CORPUS_SPLITS else len(CORPUS_SPLITS), s),
+            )
+            corpus = datasets.load_dataset(builder, data_files={s: splits[s] for s in order})
         elif hub and not folder.is_absolute() and not path.startswith(".") and path.count("/") == 1:
             corpus = datasets.load_dataset(path)
         else:

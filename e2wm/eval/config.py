@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from e2wm.corpus.build import TRANSFER_SPLITS
@@ -10,7 +11,7 @@ from e2wm.corpus.tasks import MULTIPLE_CHOICE, SPECS, TASKS
 from e2wm.errors import E2WMError
 from e2wm.eval.mc_forms import FORMS
 from e2wm.eval.scoring import NORMALIZATIONS
-from e2wm.training.models import DEFAULT_MODEL
+from e2wm.training.models import DEFAULT_MODEL, adapter_base, fetch_adapter
 
 FORMAT = "e2wm-eval/1"
 SUITES = ("embodied", "general", "all")
@@ -37,29 +38,93 @@ def primary_metric(task: str) -> str:
 class EvalConfig:
     """What to evaluate, on what, and where the results go."""
 
-    model: str = DEFAULT_MODEL  # embedded name, Hub id or local path
-    adapter: str | None = None  # PEFT adapter directory (LoRA from `e2wm train`)
-    corpus: str = "outputs/demo/corpus"
-    suite: str = "all"
-    splits: tuple[str, ...] = TEST_SPLITS
-    tasks: tuple[str, ...] | None = None  # None: every task
-    limit: int | None = 20  # examples per task per split (a seeded sample); None: all
-    seed: int = 0
-    kshot: bool = False  # prompt every split with ``prompt_kshot`` (solved train examples first)
-    transfer_kshot: bool = True  # also score the transfer splits few-shot (as <split>_kshot)
-    normalization: dict[str, str] = field(default_factory=dict)  # overrides of DEFAULT_NORMALIZATION
-    mc_form: dict[str, str] = field(default_factory=dict)  # overrides of DEFAULT_MC_FORM
-    length_edges: tuple[int, ...] = (5, 10, 20, 30)  # bucket upper bounds: 1-5, 6-10, 11-20, 21-30, 31+
-    out: str = "outputs/eval"
-    base: bool = True  # with an adapter: evaluate the base model too
-    backend: str = "e2wm"
-    batch_size: int = 8  # examples per forward pass (multiple choice: items packed per pass)
-    device: str = (
-        "auto"  # cpu, cuda, cuda:N, or auto: every GPU (device_map="auto") if there is one, else cpu
+    model: str | None = field(
+        default=None,
+        metadata={
+            "help": f"embedded model name, Hub id or local path (default: the adapter's base model, else "
+            f"{DEFAULT_MODEL})"
+        },
     )
-    dtype: str = "auto"  # float32, bfloat16, float16, or auto: bfloat16 on a GPU, float32 on the CPU
-    retention_passages: int = 24  # the first passages of general_text "retention" (48 in all)
-    retention_max_length: int = 512
+    adapter: str | None = field(
+        default=None, metadata={"help": "PEFT adapter directory (LoRA from `e2wm train`)"}
+    )
+    corpus: str = field(
+        default="outputs/demo/corpus", metadata={"help": "corpus directory from `e2wm build`"}
+    )
+    suite: str = field(
+        default="all",
+        metadata={"help": "embodied (corpus tests), general (perplexity) or all"},
+    )
+    splits: tuple[str, ...] = field(
+        default=TEST_SPLITS,
+        metadata={
+            "help": "test splits: test_seen, test_unseen (train wordings), test_seen_transfer, "
+            "test_unseen_transfer (held-out wordings)"
+        },
+    )
+    tasks: tuple[str, ...] | None = field(
+        default=None, metadata={"help": "evaluate these tasks only (default: every task)", "metavar": "TASK"}
+    )
+    limit: int | None = field(
+        default=20, metadata={"help": "examples per task per split, a seeded sample (0 or None: all)"}
+    )
+    seed: int = field(default=0, metadata={"help": "seed of the per-task sample"})
+    kshot: bool = field(
+        default=False, metadata={"help": "prompt every split with solved train examples first"}
+    )
+    transfer_kshot: bool = field(
+        default=True, metadata={"help": "also score the transfer splits few-shot (as <split>_kshot)"}
+    )
+    normalization: dict[str, str] = field(
+        default_factory=dict,
+        metadata={
+            "help": "multiple-choice scoring per task: sum, mean or unconditional",
+            "metavar": "TASK=NORM",
+        },
+    )
+    mc_form: dict[str, str] = field(
+        default_factory=dict,
+        metadata={
+            "help": "multiple-choice form per task: cloze (no option list), listed or lettered",
+            "metavar": "TASK=FORM",
+        },
+    )
+    length_edges: tuple[int, ...] = field(
+        default=(5, 10, 20, 30),
+        metadata={"help": "tracking tasks by length: bucket upper bounds (5 10 20 30: 1-5, ..., 21-30, 31+)"},
+    )
+    out: str = field(
+        default="outputs/eval", metadata={"help": "output directory (results.json, results.md, charts)"}
+    )
+    base: bool = field(default=True, metadata={"help": "with an adapter: evaluate the base model too"})
+    backend: str = field(
+        default="e2wm", metadata={"help": "scorer of multiple-choice tasks: e2wm or lm-eval"}
+    )
+    batch_size: int = field(
+        default=8, metadata={"help": "examples per forward pass (multiple choice: items packed per pass)"}
+    )
+    device: str = field(
+        default="auto", metadata={"help": "cpu, cuda, cuda:N, or auto (every GPU if there is one, else cpu)"}
+    )
+    dtype: str = field(
+        default="auto",
+        metadata={"help": "float32, bfloat16, float16, or auto: bfloat16 on a GPU, float32 on the CPU"},
+    )
+    retention_passages: int = field(
+        default=24, metadata={"help": "general-text passages per source for perplexity (48 in all)"}
+    )
+    retention_max_length: int = field(default=512, metadata={"help": "tokens per general-text passage"})
+
+    def __post_init__(self) -> None:
+        if self.limit == 0:  # the command line's "0: all"
+            self.limit = None
+
+    def resolved(self) -> EvalConfig:
+        """This config with a local adapter directory (a Hub adapter fetched, or taken from the cache when
+        offline) and the model named: the adapter's base model unless one was given, else the default."""
+        adapter = fetch_adapter(self.adapter) if self.adapter else None
+        model = self.model or (adapter_base(adapter) if adapter else None) or DEFAULT_MODEL
+        return dataclasses.replace(self, model=model, adapter=adapter)
 
     def validate(self) -> None:
         if self.dtype not in DTYPES:
@@ -72,6 +137,8 @@ class EvalConfig:
             raise E2WMError(f"unknown suite {self.suite!r}: choose one of {', '.join(SUITES)}")
         if self.backend not in BACKENDS:
             raise E2WMError(f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
+        if self.backend == "lm-eval":
+            import lm_eval  # noqa: F401  # an optional dependency: if it is missing, say so before any work
         unknown = sorted(set(self.tasks or ()) - set(TASKS))
         if unknown:
             raise E2WMError(f"unknown task(s) {', '.join(unknown)}: choose from {', '.join(TASKS)}")

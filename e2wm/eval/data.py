@@ -26,7 +26,7 @@ def load_test_splits(config: EvalConfig) -> dict[str, Any]:
     import datasets
 
     datasets.disable_progress_bars()
-    corpus = open_corpus(config.corpus, hub=False)
+    corpus = open_corpus(config.corpus)
     missing = [s for s in config.splits if s not in corpus]
     if missing:
         hint = "; rebuild it with `e2wm build`" if set(missing) & set(TRANSFER_SPLITS) else ""

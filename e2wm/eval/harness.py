@@ -1,6 +1,6 @@
 """e2wm's multiple-choice tasks run by EleutherAI's lm-evaluation-harness, reported as results rows.
 
-The tasks are the YAMLs in ``evals/tasks/e2wm`` of this repository, one per corpus task and test split
+The tasks are the YAMLs in ``e2wm/eval/lm_eval_tasks/e2wm`` (package data), one per corpus task and test split
 (``e2wm_<task>_seen``, ``e2wm_<task>_unseen``); their loader reads the corpus named by the lm-eval
 metadata ``e2wm_corpus``. lm-eval's ``acc`` is plain log-likelihood, normalization ``"sum"`` of
 ``e2wm.eval.scoring``. Nothing is fetched: the model is an embedded name or a local directory, loaded
@@ -24,7 +24,7 @@ from e2wm.training.models import resolve_model
 if TYPE_CHECKING:
     from lm_eval.models.huggingface import HFLM
 
-TASKS_DIR = Path(__file__).resolve().parents[2] / "evals" / "tasks"
+TASKS_DIR = Path(__file__).resolve().parent / "lm_eval_tasks"  # package data: installed with e2wm
 TEST_SPLITS = ("test_seen", "test_unseen")
 BATCH_SIZE = 16
 
@@ -52,16 +52,11 @@ def _choose_tasks(tasks: Sequence[str] | None) -> list[str]:
 
 def corpus_pairs(corpus: str, splits: Sequence[str], tasks: Sequence[str]) -> list[tuple[str, str]]:
     """The (task, split) pairs of ``tasks`` x ``splits`` with at least one multiple-choice example."""
-    import datasets
+    from e2wm.corpus.read import open_corpus
 
     if not Path(corpus).is_dir():
         raise E2WMError(f"corpus not found: {corpus}")
-    try:
-        loaded = datasets.load_from_disk(corpus)
-    except Exception as exc:  # noqa: BLE001  # datasets raises many types for a bad directory
-        raise E2WMError(f"cannot load corpus {corpus}: {error_line(exc)}") from None
-    if not isinstance(loaded, datasets.DatasetDict):
-        raise E2WMError(f"corpus {corpus} is a single dataset, not a corpus with splits")
+    loaded = open_corpus(corpus, hub=False)
     missing = [s for s in splits if s not in loaded]
     if missing:
         raise E2WMError(f"corpus {corpus} has no split(s) {', '.join(missing)} (it has {', '.join(loaded)})")

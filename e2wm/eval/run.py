@@ -34,7 +34,6 @@ import contextlib
 import datetime
 import json
 import sys
-import warnings
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -42,7 +41,7 @@ from typing import Any
 
 from e2wm.corpus.build import TRANSFER_SPLITS
 from e2wm.corpus.tasks import GENERATION, MULTIPLE_CHOICE, SPECS
-from e2wm.errors import E2WMError, error_line, release
+from e2wm.errors import E2WMError, error_line, libraries_deprecation, release
 from e2wm.eval.config import (
     FORMAT,
     RETENTION_SOURCES,
@@ -107,8 +106,7 @@ def load_model(config: EvalConfig) -> tuple[Any, Any]:
         tokenizer.pad_token = tokenizer.eos_token
     if config.adapter is not None:
         try:
-            with warnings.catch_warnings():  # peft calls a transformers method deprecated in 5.x
-                warnings.simplefilter("ignore", FutureWarning)
+            with libraries_deprecation(".*is_gradient_checkpointing.*"):  # PEFT calls it
                 model = PeftModel.from_pretrained(model, config.adapter, is_trainable=False)
         except (RuntimeError, ValueError, KeyError) as exc:  # shape mismatch, missing target modules
             lines = str(exc).splitlines()
@@ -237,6 +235,8 @@ def evaluate(config: EvalConfig, progress: bool = False) -> dict[str, Any]:
     """Run the configured suite, write the output directory, and return the results (``results.json``)."""
     config.validate()
     out = _check_out(config.out)
+    requested = config.adapter  # as the user named it (a directory or a Hub id), for the results
+    config = config.resolved()
     embodied = config.suite in ("embodied", "all")
     splits = load_test_splits(config) if embodied else {}
     samples = prompted(sample_examples(splits, config), config) if embodied else {}
@@ -302,7 +302,7 @@ def evaluate(config: EvalConfig, progress: bool = False) -> dict[str, Any]:
         "created": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "backend": config.backend,
         "model": config.model,
-        "adapter": config.adapter,
+        "adapter": requested,
         "adapter_sha256": sha,
         "corpus": config.corpus,
         "corpus_fingerprint": corpus_fingerprint(splits) if embodied else None,

@@ -107,7 +107,7 @@ def _score_pack(model: PreTrainedModel, items: list[_Item]) -> list[list[tuple[f
             torch.tensor([[f[3] for f in fed]], device=device),
             attention_mask=_additive(keep, dtype).to(device),
             position_ids=q_pos[None].to(device),
-            past_key_values=out.past_key_values,
+            cache=out.cache,
         ).logits[0]
         targets = torch.tensor([t for item in items for cont in item.continuations for t in cont[1:]])
         token_logprobs = logits.float().log_softmax(-1).gather(-1, targets[:, None].to(device))[:, 0]

@@ -12,9 +12,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from e2wm.errors import E2WMError
+from e2wm.training.models import embedded_name
 from e2wm.training.recipe import RECIPE_NAME
 
 RESULTS_FORMAT = "e2wm-eval/1"
@@ -40,9 +42,7 @@ def embedded_base(adapter_config: dict, recipe: dict | None) -> str | None:
     name = (recipe or {}).get("model_name_or_path")
     if name in HUB_BASES:
         return name
-    base = Path(str(adapter_config.get("base_model_name_or_path") or ""))
-    # e2wm.training.models.resolve_model caches an embedded model as .../models/NAME
-    return base.name if base.name in HUB_BASES and base.parent.name == "models" else None
+    return embedded_name(str(adapter_config.get("base_model_name_or_path") or ""))
 
 
 def base_model_id(adapter_config: dict, recipe: dict | None) -> str | None:
@@ -172,6 +172,26 @@ def _eval_results(results: dict | None, dataset_repo_id: str | None) -> list[Eva
         if row["variant"] == "fine-tuned" and row.get("perplexity") is not None
     ]
     return found
+
+
+def eval_results_file(results: dict | None, dataset_repo_id: str | None) -> str | None:
+    """The Hub's ``.eval_results/`` YAML (beside ``model-index`` in the card): the fine-tuned model's score
+    on each task and test split of the corpus, which must be a Hub dataset; None without one or results."""
+    from huggingface_hub import EvalResultEntry, eval_result_entries_to_yaml
+
+    if results is None or dataset_repo_id is None:
+        return None
+    entries = [
+        EvalResultEntry(
+            dataset_id=dataset_repo_id,
+            task_id=f"{row['task']}_{row['split']}",
+            value=float(row["value"]),
+            notes=row["metric"],
+        )
+        for row in results.get("results") or []
+        if row["variant"] == "fine-tuned"
+    ]
+    return yaml.safe_dump(eval_result_entries_to_yaml(entries), sort_keys=False) if entries else None
 
 
 def _intro(name: str, base: str, merged: bool, ewc: Any, version: str | None) -> str:

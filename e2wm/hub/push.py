@@ -16,13 +16,14 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from huggingface_hub import ModelCard
 
 from e2wm.errors import E2WMError, error_line
 from e2wm.files import check_safetensors, sha256_file
-from e2wm.hub.card import base_model_id, embedded_base, model_card, validate_results
+from e2wm.hub.card import base_model_id, embedded_base, eval_results_file, model_card, validate_results
 from e2wm.training.recipe import RECIPE_NAME, e2wm_version, read_recipe
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -32,6 +33,29 @@ TOKENIZER_FILES = (
     "chat_template.jinja", "chat_template.json", "tokenizer.model", "vocab.json", "vocab.txt", "merges.txt",
 )  # fmt: skip
 CORPUS_COLUMNS = {"prompt", "completion", "task"}
+EVAL_RESULTS = ".eval_results/e2wm.yaml"
+
+
+@dataclass
+class PushConfig:
+    """``e2wm push``: the adapter, where it goes, and what goes with it."""
+
+    adapter: str = field(metadata={"help": "adapter directory from `e2wm train`"})
+    repo_id: str = field(metadata={"help": "model repo to push to", "metavar": "USER/NAME"})
+    merge: bool = field(default=False, metadata={"help": "push the base model with the adapter merged in"})
+    private: bool = field(default=False, metadata={"help": "create the repos private (new repos only)"})
+    results: str | None = field(
+        default=None, metadata={"help": "results.json of `e2wm eval` (default: ADAPTER/eval/results.json)"}
+    )
+    dataset: str | None = field(
+        default=None, metadata={"help": "also push this corpus from `e2wm build`", "metavar": "DIR"}
+    )
+    dataset_repo_id: str | None = field(
+        default=None, metadata={"help": "dataset repo of the corpus", "metavar": "ID"}
+    )
+    dry_run: str | None = field(
+        default=None, metadata={"help": "write the files to DIR; upload nothing", "metavar": "DIR"}
+    )
 
 
 def read_adapter(adapter: str | Path) -> dict:
@@ -72,16 +96,13 @@ def read_results(path: str | Path, adapter: str | Path) -> dict:
 
 
 def read_corpus(directory: str | Path):
-    """The corpus in ``directory``: a ``datasets.DatasetDict`` from ``e2wm build`` with its card."""
-    import datasets
+    """The corpus in ``directory``: the folder ``e2wm build`` saves (``data/`` and its card)."""
+    from e2wm.corpus.read import open_corpus
 
     folder = Path(directory)
-    if not (folder / "dataset_dict.json").is_file() or not (folder / "README.md").is_file():
-        raise E2WMError(f"{directory}: not an e2wm corpus (it needs dataset_dict.json and a README.md card)")
-    try:
-        corpus = datasets.load_from_disk(str(folder))
-    except Exception as exc:  # noqa: BLE001  # datasets raises many types for a corrupt directory
-        raise E2WMError(f"{directory}: unreadable corpus ({error_line(exc)})") from None
+    if not (folder / "data").is_dir() or not (folder / "README.md").is_file():
+        raise E2WMError(f"{directory}: not an e2wm corpus (it needs a data/ folder and a README.md card)")
+    corpus = open_corpus(str(folder), hub=False)
     for split, ds in corpus.items():
         missing = CORPUS_COLUMNS - set(ds.column_names)
         if missing:
@@ -128,6 +149,7 @@ def stage(
     recipe: dict | None,
     merge: bool = False,
     results_path: Path | None = None,
+    eval_results: str | None = None,
 ) -> None:
     """Write exactly what the model repo should hold to the new directory ``folder``."""
     folder.mkdir(parents=True)
@@ -147,6 +169,9 @@ def stage(
             shutil.copyfile(adapter / name, folder / name)
     if results_path is not None:
         shutil.copyfile(results_path, folder / "results.json")
+    if eval_results is not None:  # the Hub's eval-results format, beside the card's model-index
+        (folder / EVAL_RESULTS).parent.mkdir()
+        (folder / EVAL_RESULTS).write_text(eval_results)
     card.save(folder / "README.md")
 
 
@@ -195,6 +220,7 @@ def push(
         recipe=recipe,
         merge=merge,
         results_path=Path(results) if results is not None else None,
+        eval_results=eval_results_file(scores, dataset_repo_id),
     )
 
     if dry_run is not None:
@@ -218,7 +244,7 @@ def push(
             from e2wm.corpus.build import push as push_corpus
 
             with _token_env(token):
-                push_corpus(corpus, str(dataset), dataset_repo_id, private)
+                push_corpus(str(dataset), dataset_repo_id, private)
         with _hub_errors(repo_id):
             api.create_repo(repo_id, private=private, exist_ok=True)
         kind = "merged model" if merge else "LoRA adapter"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,38 @@ from e2wm.multimodal.modeling import E2WMVideoForCausalLM
 from e2wm.multimodal.processing import E2WMVideoProcessor
 from e2wm.multimodal.streaming import StreamingNarrator
 from e2wm.multimodal.video_io import Clip
+from e2wm.splits import SPLITS
 
 Utterance = tuple[float, str]
+
+
+@dataclass
+class StreamConfig:
+    """``e2wm stream``: the narrator, one source of video (a file, clips, or rollouts rendered as they
+    stream), and how it is scored."""
+
+    model: str = field(metadata={"help": "video model directory (e2wm.training.train_video stage 2 or 3)"})
+    video: str | None = field(
+        default=None, metadata={"help": "a video file (scored if FILE.json has its captions)"}
+    )
+    rollouts: str | None = field(
+        default=None, metadata={"help": "rollout shards, rendered as they are streamed"}
+    )
+    clips: str | None = field(default=None, metadata={"help": "directory of clips (NAME.mp4 + NAME.json)"})
+    split: str | None = field(
+        default=None, metadata={"help": "--rollouts: only this split's episodes", "choices": SPLITS}
+    )
+    episodes: int | None = field(default=None, metadata={"help": "--rollouts, --clips: the first N only"})
+    threshold: float = field(default=0.5, metadata={"help": "keep watching while p(<next>) >= this"})
+    tolerance: float = field(default=1.0, metadata={"help": "seconds an utterance may be off its caption"})
+    realtime: bool = field(default=False, metadata={"help": "feed frames at the video's rate, not at once"})
+
+    def validate(self) -> None:
+        sources = [s for s in (self.video, self.rollouts, self.clips) if s is not None]
+        if len(sources) != 1:
+            raise E2WMError("give exactly one of --video, --rollouts and --clips")
+        if self.episodes is not None and self.episodes < 1:
+            raise E2WMError(f"--episodes must be at least 1, got {self.episodes}")
 
 
 def load_narrator(model_dir: str | Path, threshold: float = 0.5) -> StreamingNarrator:

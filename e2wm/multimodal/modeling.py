@@ -88,7 +88,6 @@ class E2WMVideoPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     input_modalities = ("video", "text")
     supports_gradient_checkpointing = True
-    _skip_keys_device_placement = ["past_key_values"]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
@@ -138,7 +137,7 @@ class E2WMVideoModel(E2WMVideoPreTrainedModel):
         video_features: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         **kwargs,
@@ -160,11 +159,7 @@ class E2WMVideoModel(E2WMVideoPreTrainedModel):
                 video_features.to(self.multi_modal_projector.linear_1.weight)
             )
             inputs_embeds = self.merge_video(input_ids, inputs_embeds, video_embeds)
-        elif (
-            past_key_values is None
-            and input_ids is not None
-            and (input_ids == self.config.video_token_id).any()
-        ):
+        elif cache is None and input_ids is not None and (input_ids == self.config.video_token_id).any():
             raise E2WMError(
                 "input_ids hold <video> placeholders but no pixel_values_videos or video_features"
             )
@@ -172,7 +167,7 @@ class E2WMVideoModel(E2WMVideoPreTrainedModel):
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             use_cache=use_cache,
             **kwargs,
         )
@@ -207,26 +202,20 @@ class E2WMVideoForCausalLM(E2WMVideoPreTrainedModel, GenerationMixin):
         pixel_values_videos: torch.Tensor | None = None,
         video_features: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
-        inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
-        use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ) -> CausalLMOutputWithPast:
-        """``labels``: -100 where nothing is predicted (prompt, padding); ``<video>`` positions are never
-        targets, whatever their label. The loss: ``weighted_lm_loss`` with ``config.decision_loss_weight``."""
+        """``E2WMVideoModel.forward``'s arguments (those ``generate`` is given by name in the signature, the
+        positions, cache and embeddings passed on) and ``labels``: -100 where nothing is predicted (prompt,
+        padding); ``<video>`` positions are never targets, whatever their label. The loss:
+        ``weighted_lm_loss`` with ``config.decision_loss_weight``."""
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         outputs = self.model(
             input_ids=input_ids,
             pixel_values_videos=pixel_values_videos,
             video_features=video_features,
             attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
             **kwargs,
         )
         logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
@@ -248,7 +237,7 @@ class E2WMVideoForCausalLM(E2WMVideoPreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )

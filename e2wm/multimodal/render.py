@@ -157,14 +157,17 @@ def parse_caption(text: str) -> dict[str, str] | None:
 class RenderConfig:
     """Frame size, timing and colours of rendered episodes."""
 
-    size: int = 64  # square frames, even (yuv420p video)
-    fps: int = 16
+    size: int = field(default=64, metadata={"help": "frame width and height in pixels (even: yuv420p video)"})
+    fps: int = field(default=16, metadata={"help": "frames per second (a step lasts frames_per_step frames)"})
     frames_per_step: int = 8
     lead_in: int = 8  # frames of the initial state before the first step
     # Share of a step's frames the acting person spends moving: 5 of 8, so the arrival and the effect fall in
     # the step's second 4-frame half, the feature step its caption is at, and show there.
     move_fraction: float = 0.625
-    pause_rate: float = 0.3  # chance of a still stretch after a step
+    pause_rate: float = field(
+        default=0.3,
+        metadata={"help": "chance the scene stands still for a while after a step (0: a caption every step)"},
+    )
     max_pause_steps: int = 2  # its length: half a step to this many steps' frames, in half steps
     background: RGB = (16, 16, 20)
     wall: RGB = (60, 60, 70)
@@ -589,6 +592,21 @@ def _init_worker(config: RenderConfig, out: Path, graphs: dict[str, dict[str, An
 def _render_one(episode: dict[str, Any]) -> Path:
     clip = render_episode(episode, _WORKER["config"], _WORKER["graphs"].get(episode["graph_id"]))
     return write_clip(clip, _WORKER["out"], clip.name)
+
+
+@dataclass
+class RenderRolloutsConfig:
+    """``e2wm render``: which episodes, where their clips go, and how they look."""
+
+    rollouts: str = field(metadata={"help": "directory of rollout shards from `e2wm collect`"})
+    out: str = field(metadata={"help": "directory for the clips (finished clips are skipped)"})
+    episodes: int | None = field(default=None, metadata={"help": "render only the first N episodes (by id)"})
+    split: str | None = field(
+        default=None, metadata={"help": "render only this split's episodes", "choices": SPLITS}
+    )
+    workers: int = field(default=1, metadata={"help": "worker processes"})
+    scene_graph: str | None = field(default=None, metadata={"help": "scene graph JSON the episodes ran on"})
+    look: RenderConfig = field(default_factory=RenderConfig)
 
 
 def render_rollouts(

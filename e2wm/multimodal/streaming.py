@@ -115,6 +115,6 @@ class StreamingNarrator:
         embeds = self.model.get_input_embeddings()(ids)
         if video is not None:
             embeds = torch.cat([embeds, video.to(embeds.dtype)], dim=1)
-        out = self.model(inputs_embeds=embeds, past_key_values=self._cache, use_cache=True, logits_to_keep=1)
-        self._cache = out.past_key_values
+        out = self.model(inputs_embeds=embeds, cache=self._cache, use_cache=True, logits_to_keep=1)
+        self._cache = out.cache
         return out.logits[0, -1]

@@ -39,16 +39,27 @@ AGENTS = ("replay", "mcts", "random")
 class CollectConfig:
     """What to collect and where. ``episodes`` None: every program (replay, mcts) or 100 (random)."""
 
-    agent: str = "replay"
-    out: str = "outputs/rollouts"
-    episodes: int | None = None
-    workers: int = 1
-    seed: int = 0
-    shard_size: int = 32
-    shard_range: tuple[int, int] | None = None
-    splits: tuple[str, ...] = SPLITS
-    scene_graph: str | None = None  # random agent: start every episode from this scene graph JSON
-    mcts: MCTSConfig = field(default_factory=MCTSConfig)
+    agent: str = field(default="replay", metadata={"help": "rollout agent", "choices": AGENTS})
+    out: str = field(default="outputs/rollouts", metadata={"help": "output directory for the shards"})
+    episodes: int | None = field(
+        default=None,
+        metadata={"help": "episodes to collect (default: every program for replay/mcts, 100 for random)"},
+    )
+    workers: int = field(default=1, metadata={"help": "worker processes"})
+    seed: int = field(default=0, metadata={"help": "run seed: same seed, byte-identical shards"})
+    shard_size: int = field(default=32, metadata={"help": "episodes per shard"})
+    shard_range: tuple[int, int] | None = field(
+        default=None,
+        metadata={"help": "make only shards FIRST..LAST-1 (to spread one run over machines)"},
+    )
+    splits: tuple[str, ...] = field(
+        default=SPLITS,
+        metadata={"help": "draw programs and scene graphs from these splits", "choices": SPLITS},
+    )
+    scene_graph: str | None = field(
+        default=None, metadata={"help": "random agent: start every episode from this scene graph JSON"}
+    )
+    mcts: MCTSConfig = field(default_factory=MCTSConfig, metadata={"prefix": "mcts_"})
     explore: ExploreConfig = field(default_factory=ExploreConfig)
 
     def validate(self) -> None:

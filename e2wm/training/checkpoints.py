@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
+from typing import Any
 
 
 def last_complete_checkpoint(output_dir: str) -> str | None:
@@ -26,3 +28,12 @@ def last_complete_checkpoint(output_dir: str) -> str | None:
             continue
         return str(checkpoint)
     return None
+
+
+def resume_point(args: Any) -> str | None:
+    """The checkpoint a run starts from (``args.resume_from_checkpoint``, else the newest complete one in
+    ``args.output_dir``), said on stderr when there is one."""
+    checkpoint = args.resume_from_checkpoint or last_complete_checkpoint(args.output_dir)
+    if checkpoint:
+        print(f"resuming from {checkpoint}", file=sys.stderr, flush=True)
+    return checkpoint

@@ -13,7 +13,6 @@ import dataclasses
 import json
 import math
 import typing
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,18 @@ from typing import Any
 from trl import ModelConfig, SFTConfig, TrlParser
 
 from e2wm.corpus.tasks import TASKS
-from e2wm.errors import E2WMError, did_you_mean, error_line
+from e2wm.errors import E2WMError, did_you_mean, error_line, libraries_deprecation
 from e2wm.files import check_safetensors, read_yaml_mapping
+from e2wm.training.fisher import DEFAULT_TARGETS
 from e2wm.training.general_text import SOURCES
+from e2wm.training.models import DEFAULT_MODEL
+from e2wm.training.recipe import recipe_path
+
+TRL_NAMES = {  # trl.ScriptArguments' name -> e2wm's
+    "dataset_name": "dataset",
+    "dataset_train_split": "train_split",
+    "dataset_test_split": "eval_split",
+}
 
 
 @dataclass
@@ -67,8 +75,17 @@ class ScriptArguments:
     replay_source: str = field(
         default="pydoc", metadata={"help": "replay_fraction: general-text source, pydoc or news"}
     )
+    # TRL's names of dataset, train_split and eval_split (trl.ScriptArguments), so recipes and command lines
+    # written for `trl sft` work as they are
+    dataset_name: str | None = field(default=None, metadata={"help": "TRL's name of `dataset`"})
+    dataset_train_split: str | None = field(default=None, metadata={"help": "TRL's name of `train_split`"})
+    dataset_test_split: str | None = field(default=None, metadata={"help": "TRL's name of `eval_split`"})
 
     def __post_init__(self) -> None:
+        for trl_name, ours in TRL_NAMES.items():  # TRL's name, when given, sets ours
+            if getattr(self, trl_name) is not None:
+                setattr(self, ours, getattr(self, trl_name))
+                setattr(self, trl_name, None)
         self.check_replay()
         for name in ("max_train_examples", "eval_limit"):
             value = getattr(self, name)
@@ -101,6 +118,35 @@ class ScriptArguments:
 
 
 @dataclass
+class FisherConfig:
+    """``e2wm fisher``: the model, the data and size of a Fisher estimate, and the file it goes to."""
+
+    out: str = field(metadata={"help": "output .safetensors file"})
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": "embedded model name, Hub id or local path"})
+    data: str = field(
+        default="general", metadata={"help": "general (offline English prose), model-samples, or a dataset"}
+    )
+    samples: int = field(default=64, metadata={"help": "examples the Fisher is estimated from"})
+    max_length: int = field(default=256, metadata={"help": "tokens per example"})
+    targets: tuple[str, ...] = field(
+        default=DEFAULT_TARGETS,
+        metadata={"help": "linear layers LoRA targets (names), or all-linear, or all"},
+    )
+    rank: int = field(default=0, metadata={"help": "> 0: store each matrix factored at this rank"})
+
+    def validate(self) -> None:
+        if self.samples < 1 or self.max_length < 2 or self.rank < 0:
+            raise E2WMError("--samples must be >= 1, --max-length >= 2 and --rank >= 0")
+        if self.data not in ("general", "model-samples") and not Path(self.data).exists():
+            from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+            try:
+                validate_repo_id(self.data)
+            except HFValidationError:
+                raise E2WMError(f"--data {self.data}: no such directory, nor a Hub dataset id") from None
+
+
+@dataclass
 class EWCConfig:
     """Elastic weight consolidation: lambda * sum F * dW^2, F the base model's Fisher on general text."""
 
@@ -109,12 +155,17 @@ class EWCConfig:
         default=None, metadata={"help": "Fisher file from `e2wm fisher`; computed and saved there if missing"}
     )
     fisher_data: str = field(
-        default="general", metadata={"help": "general (offline English prose), model-samples, or a dataset"}
+        default=FisherConfig.data,
+        metadata={"help": "general (offline English prose), model-samples, or a dataset"},
     )
-    fisher_samples: int = field(default=64, metadata={"help": "examples the Fisher is estimated from"})
-    fisher_max_length: int = field(default=256, metadata={"help": "tokens per Fisher example"})
+    fisher_samples: int = field(
+        default=FisherConfig.samples, metadata={"help": "examples the Fisher is estimated from"}
+    )
+    fisher_max_length: int = field(
+        default=FisherConfig.max_length, metadata={"help": "tokens per Fisher example"}
+    )
     fisher_rank: int = field(
-        default=0, metadata={"help": "> 0: store F factored at this rank (fast exact path)"}
+        default=FisherConfig.rank, metadata={"help": "> 0: store F factored at this rank (fast exact path)"}
     )
 
     def __post_init__(self) -> None:
@@ -152,11 +203,12 @@ def parse_recipe(classes: tuple[type, ...], argv: list[str] | None = None) -> tu
     fields = recipe_fields(classes)
     check_flags(argv, fields)
     if "--config" in argv:
-        check_recipe(argv[argv.index("--config") + 1], fields)
+        at = argv.index("--config") + 1
+        argv[at] = recipe_path(argv[at])
+        check_recipe(argv[at], fields)
     try:
-        with warnings.catch_warnings():
-            # TRL's SFTConfig default sets transformers' renamed gradient_checkpointing: harmless noise
-            warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
+        # TRL's SFTConfig default sets transformers' renamed gradient_checkpointing
+        with libraries_deprecation(".*gradient_checkpointing.*"):
             return tuple(TrlParser(classes).parse_args_and_config(argv))
     except ValueError as exc:  # transformers' and TRL's own checks of the arguments
         raise E2WMError(f"bad training config: {error_line(exc)}") from None

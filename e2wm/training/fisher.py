@@ -16,7 +16,7 @@ forward/backward: hooks keep each target layer's input x (B,T,in) and autograd g
 (B,T,out) of the batch loss (the sum of per-example losses, padding masked) at its output; example
 i's weight gradient is g_i^T x_i. Parameters that are not an untied ``nn.Linear`` weight (embeddings,
 norms, biases: only with ``"all"``) need a per-example loop, which then computes everything.
-``fisher_loop`` is the plain reference: batch size 1, ordinary ``backward``.
+``compute_fisher(..., batch_size=None)`` is the plain reference: batch size 1, ordinary ``backward``.
 
 The result is keyed by the base model's parameter names (``model.layers.0.self_attn.q_proj.weight``),
 same shapes as the weights, fp32 on the CPU; ``save_fisher``/``load_fisher`` store it as safetensors
@@ -405,7 +405,7 @@ def compute_fisher(
     source: str = "empirical",
     samples: int,
     max_length: int = 256,
-    batch_size: int = 8,
+    batch_size: int | None = 8,
     target_modules: Sequence[str] | str = DEFAULT_TARGETS,
     seed: int = 0,
     data: str | None = None,
@@ -417,35 +417,13 @@ def compute_fisher(
     from the model (no texts). ``data`` describes the texts in the metadata (default ``general``,
     ``model-samples`` or ``N given texts``). Per-example gradients come from batched hooks on the
     ``nn.Linear`` targets (``batch_size`` examples a pass); other targets fall back to a per-example loop.
+    ``batch_size=None`` is the reference estimate: that loop for every target, one example at a time with
+    ordinary ``backward``, squared gradients accumulated.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise E2WMError(f"batch_size must be a positive integer, got {batch_size!r}")
-    return _estimate(
-        model, tokenizer, texts, source, samples, max_length, target_modules, seed, data, batch_size
-    )
-
-
-def fisher_loop(
-    model: nn.Module,
-    tokenizer,
-    *,
-    texts: Sequence[str] | None = None,
-    source: str = "empirical",
-    samples: int,
-    max_length: int = 256,
-    target_modules: Sequence[str] | str = DEFAULT_TARGETS,
-    seed: int = 0,
-    data: str | None = None,
-) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Reference estimate: the same examples as ``compute_fisher``, one at a time (batch size 1), ordinary
-    ``backward`` with gradients only for the targets, squared gradients accumulated."""
-    return _estimate(model, tokenizer, texts, source, samples, max_length, target_modules, seed, data, None)
-
-
-def _estimate(
-    model, tokenizer, texts, source, samples, max_length, target_modules, seed, data, batch_size: int | None
-) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Batched hooks when ``batch_size`` is given and every target is a plain linear weight, else the loop."""
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise E2WMError(f"batch_size must be a positive integer or None, got {batch_size!r}")
     targets = target_weights(model, target_modules)
     examples, data = _examples(model, tokenizer, texts, source, samples, max_length, seed, data)
     layers = _hookable(model, targets) if batch_size is not None else None

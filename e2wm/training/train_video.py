@@ -45,12 +45,12 @@ from transformers import (
 from transformers.modeling_outputs import TokenClassifierOutput
 from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 
-from e2wm.errors import E2WMError, error_line, reported
+from e2wm.errors import E2WMError, error_line, libraries_deprecation, reported
 from e2wm.files import output_lock
 from e2wm.multimodal import E2WMVideoForCausalLM, E2WMVideoProcessor, VideoEncoder, VideoEncoderConfig
 from e2wm.multimodal.data import EVENT_CLASSES, IGNORE, EventWindows, FeatureCollator, stream_rows
 from e2wm.multimodal.video_io import Clip, VideoCaptionDirectory
-from e2wm.training.checkpoints import last_complete_checkpoint
+from e2wm.training.checkpoints import resume_point
 from e2wm.training.config import parse_recipe
 from e2wm.training.models import DEFAULT_MODEL, resolve_model
 
@@ -343,15 +343,17 @@ def stream_trainer(
     training.remove_unused_columns = False
     training.prediction_loss_only = True  # evaluation reports the loss: no need to gather every logit
     training.dataset_kwargs = {**(training.dataset_kwargs or {}), "skip_prepare_dataset": True}
-    return StreamTrainer(
-        model=model,
-        args=training,
-        train_dataset=stream_rows(train_clips, processor, encoder, *rows),
-        eval_dataset=stream_rows(eval_clips, processor, encoder, *rows) if eval_clips is not None else None,
-        data_collator=FeatureCollator(processor),
-        processing_class=processor.tokenizer,
-        peft_config=peft_config,
-    )
+    evaluated = stream_rows(eval_clips, processor, encoder, *rows) if eval_clips is not None else None
+    with libraries_deprecation(".*is_gradient_checkpointing.*"):  # PEFT's get_peft_model calls it
+        return StreamTrainer(
+            model=model,
+            args=training,
+            train_dataset=stream_rows(train_clips, processor, encoder, *rows),
+            eval_dataset=evaluated,
+            data_collator=FeatureCollator(processor),
+            processing_class=processor.tokenizer,
+            peft_config=peft_config,
+        )
 
 
 # --- loading and saving ------------------------------------------------------------------------------------
@@ -386,10 +388,7 @@ def save_model(model: PreTrainedModel, processor: E2WMVideoProcessor, directory:
 
 def resume(trainer: Trainer) -> None:
     """Train, from the last checkpoint in ``output_dir`` if there is one."""
-    output_dir = trainer.args.output_dir
-    trainer.train(
-        resume_from_checkpoint=trainer.args.resume_from_checkpoint or last_complete_checkpoint(output_dir)
-    )
+    trainer.train(resume_from_checkpoint=resume_point(trainer.args))
 
 
 def publish(output_dir: str, save: Callable[[str], None]) -> None:

@@ -10,6 +10,8 @@ import torch
 import transformers
 from tokenizers import Tokenizer, models, pre_tokenizers
 
+from e2wm.corpus.build import save_parquet
+
 # A video encoder small enough for tests: 32x32 frames, a few channels.
 TINY_ENCODER = dict(
     image_size=32, stem_channels=8, stage_channels=[8, 16, 16, 24], head_channels=32, hidden_size=24
@@ -100,7 +102,7 @@ def save_tiny_corpus(folder: Path, n: int = 16) -> Path:
             rows["task"].append("counting")
         rows["weight"].append(1.0)
     ds = datasets.Dataset.from_dict(rows)
-    datasets.DatasetDict({"train": ds, "validation": ds.select(range(4))}).save_to_disk(str(folder))
+    save_parquet(datasets.DatasetDict({"train": ds, "validation": ds.select(range(4))}), folder)
     return folder
 
 
@@ -134,7 +136,7 @@ def save_tiny_choice_corpus(folder: Path, n: int = 4) -> Path:
                 for t, p, c, y in rows
             ]
         )
-    datasets.DatasetDict(splits).save_to_disk(str(folder))
+    save_parquet(datasets.DatasetDict(splits), folder)
     return folder
 
 
@@ -202,5 +204,5 @@ def save_tiny_eval_corpus(folder: Path, n: int = 3) -> Path:
                 )
         splits[split] = datasets.Dataset.from_list(rows)
     splits["train"] = splits["validation"] = splits["test_seen"]
-    datasets.DatasetDict(splits).save_to_disk(str(folder))
+    save_parquet(datasets.DatasetDict(splits), folder)
     return folder

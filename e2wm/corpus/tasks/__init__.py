@@ -1,5 +1,6 @@
 """The task registry: one ``TaskSpec`` per task family, read by the corpus builder and its card, the eval
-suite, the model card and the lm-eval task files (``evals/tasks/e2wm``, checked against it by a test)."""
+suite, the model card and the lm-eval task files (``e2wm/eval/lm_eval_tasks``, checked against it by a
+test)."""
 
 from __future__ import annotations
 

@@ -3,8 +3,7 @@
 The corpus is, first found: lm-eval metadata ``e2wm_corpus`` (``--metadata e2wm_corpus=DIR``; e2wm's
 own harness passes it), the ``E2WM_CORPUS`` environment variable, or ``outputs/demo/corpus`` in the
 repository holding this file (found from this file's location, not the working directory). It is a
-corpus saved by ``e2wm build`` (``DatasetDict.save_to_disk``), or anything ``datasets.load_dataset``
-reads with the same splits and columns (a Hub dataset id).
+corpus folder from ``e2wm build``, or a Hub dataset id with the same splits and columns.
 """
 
 from __future__ import annotations
@@ -14,9 +13,10 @@ from pathlib import Path
 
 import datasets
 
+from e2wm.corpus.read import open_corpus
 from e2wm.errors import E2WMError
 
-DEFAULT_CORPUS = Path(__file__).resolve().parents[3] / "outputs" / "demo" / "corpus"
+DEFAULT_CORPUS = Path(__file__).resolve().parents[4] / "outputs" / "demo" / "corpus"  # the repository root
 COLUMNS = ("task", "prompt", "choices", "label")
 
 
@@ -30,17 +30,16 @@ def corpus_location(e2wm_corpus: str | None = None) -> tuple[str, str]:
 
 
 def read_corpus(location: str, origin: str) -> datasets.DatasetDict:
-    """A saved corpus directory, or a dataset ``datasets.load_dataset`` finds (a Hub id)."""
+    """A corpus directory from ``e2wm build``, or a Hub dataset id (``e2wm.corpus.read.open_corpus``)."""
     path = Path(location).expanduser()
     if not path.exists() and location.startswith(("/", ".", "~")):
         raise E2WMError(
             f"e2wm corpus not found: {location} ({origin}); set E2WM_CORPUS to a corpus directory"
         )
     try:
-        return datasets.load_from_disk(str(path)) if path.exists() else datasets.load_dataset(location)
-    except Exception as exc:  # noqa: BLE001  # datasets raises many types for a bad path or repo
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise E2WMError(f"cannot load e2wm corpus {location} ({origin}): {reason}") from None
+        return open_corpus(str(path) if path.exists() else location)
+    except E2WMError as exc:
+        raise E2WMError(f"{exc} ({origin})") from None
 
 
 def load_task_split(
