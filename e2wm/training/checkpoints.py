@@ -1,4 +1,5 @@
-"""Which checkpoint a rerun resumes from: the newest complete one."""
+"""Where a run starts and how it ends: the checkpoint a rerun resumes from (the newest complete one), and
+the processes of a distributed run let go of each other."""
 
 from __future__ import annotations
 
@@ -37,3 +38,11 @@ def resume_point(args: Any) -> str | None:
     if checkpoint:
         print(f"resuming from {checkpoint}", file=sys.stderr, flush=True)
     return checkpoint
+
+
+def end_processes(trainer: Any) -> None:
+    """Once every process has saved: the process group goes (and the trackers finish) before the processes
+    exit. A rank that exits still holding a gloo group can abort in its threads' teardown ("terminate called
+    without an active exception", 1 run in 4 of the two-process test)."""
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()

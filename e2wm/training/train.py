@@ -30,7 +30,7 @@ from e2wm.eval.config import SUITES, EvalConfig
 from e2wm.eval.run import evaluate
 from e2wm.files import output_lock
 from e2wm.training import general_text
-from e2wm.training.checkpoints import resume_point
+from e2wm.training.checkpoints import end_processes, resume_point
 from e2wm.training.config import EWCConfig, ScriptArguments, parse
 from e2wm.training.fisher import estimate_fisher, factor, load_fisher, save_fisher
 from e2wm.training.models import DEFAULT_MODEL, check_model, resolve_model
@@ -192,6 +192,7 @@ def _train(
         )
     trainer.train(resume_from_checkpoint=resume_point(training))
     trainer.save_model(training.output_dir)
+    end_processes(trainer)
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(training.output_dir)
         save_recipe(training.output_dir, script, training, model_args, ewc)

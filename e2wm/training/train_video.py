@@ -50,7 +50,7 @@ from e2wm.files import output_lock
 from e2wm.multimodal import E2WMVideoForCausalLM, E2WMVideoProcessor, VideoEncoder, VideoEncoderConfig
 from e2wm.multimodal.data import EVENT_CLASSES, IGNORE, EventWindows, FeatureCollator, stream_rows
 from e2wm.multimodal.video_io import Clip, VideoCaptionDirectory
-from e2wm.training.checkpoints import resume_point
+from e2wm.training.checkpoints import end_processes, resume_point
 from e2wm.training.config import parse_recipe
 from e2wm.training.models import DEFAULT_MODEL, resolve_model
 
@@ -410,10 +410,13 @@ def train(script: VideoScriptArguments, training: SFTConfig, model_args: ModelCo
     main = PartialState().is_main_process  # the other processes write nothing of their own
     with output_lock(training.output_dir) if main else contextlib.nullcontext():
         if script.stage == 1:
-            return train_encoder(script, training)
-        if script.stage == 2:
-            return train_projector(script, training, model_args)
-        return train_lora(script, training, model_args)
+            trainer = train_encoder(script, training)
+        elif script.stage == 2:
+            trainer = train_projector(script, training, model_args)
+        else:
+            trainer = train_lora(script, training, model_args)
+    end_processes(trainer)
+    return trainer
 
 
 def main(argv: list[str] | None = None) -> None:
