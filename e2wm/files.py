@@ -29,6 +29,11 @@ from e2wm.errors import E2WMError, error_line
 HEADER_LIMIT = 100 * 1024 * 1024  # safetensors refuses headers above 100 MB
 
 
+def is_hub_id(name: str) -> bool:
+    """Whether ``name`` is to be looked up on the Hub: no local path, and the Hub's ``owner/name`` shape."""
+    return not Path(name).exists() and not name.startswith((".", "/", "~")) and name.count("/") == 1
+
+
 def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()

@@ -11,8 +11,12 @@ import datasets
 
 from e2wm.corpus.build import CORPUS_SPLITS
 from e2wm.errors import E2WMError, error_line
+from e2wm.files import is_hub_id
 
 FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+# datasets pings its S3 bucket to count each use of its parquet/json loaders, local files included: e2wm
+# reads local corpora without a network call
+datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = False
 
 
 def split_files(folder: Path) -> dict[str, dict[str, list[str]]]:
@@ -45,15 +49,12 @@ def open_corpus(path: str, hub: bool = True) -> datasets.DatasetDict:
             if len(files) > 1:
                 raise E2WMError(f"cannot load corpus {path}: both JSONL and Parquet files; keep one format")
             [(builder, splits)] = files.items()
-            # datasets would ping its S3 bucket to count a use of its parquet/json loader: no network for
-            # a local folder
-            datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = False
             order = sorted(
                 splits,
                 key=lambda s: (CORPUS_SPLITS.index(s) if s in CORPUS_SPLITS else len(CORPUS_SPLITS), s),
             )
             corpus = datasets.load_dataset(builder, data_files={s: splits[s] for s in order})
-        elif hub and not folder.is_absolute() and not path.startswith(".") and path.count("/") == 1:
+        elif hub and is_hub_id(path):
             corpus = datasets.load_dataset(path)
         else:
             raise E2WMError(f"cannot load corpus {path}: no such directory")

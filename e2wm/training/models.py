@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from e2wm.errors import E2WMError, error_line
-from e2wm.files import check_safetensors
+from e2wm.files import check_safetensors, is_hub_id
 
 DEFAULT_MODEL = "smollm2-135m"
 # name -> (pip requirement, its package, the GGUF file in that package)
@@ -57,7 +57,7 @@ def adapter_base(adapter: str) -> str | None:
 def fetch_adapter(adapter: str) -> str:
     """A local adapter directory: ``adapter`` itself, or the Hub repo it names, downloaded (its config and
     safetensors weights only) or, offline, taken from the Hub cache."""
-    if Path(adapter).exists() or adapter.startswith((".", "/", "~")) or adapter.count("/") != 1:
+    if not is_hub_id(adapter):
         return adapter
     from huggingface_hub import snapshot_download
 
