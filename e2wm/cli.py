@@ -302,11 +302,14 @@ def push(config: Any, quiet: bool) -> None:
 TRAIN_HELP = r"""Fine-tune a causal LM on an e2wm corpus with LoRA (or full fine-tuning) plus EWC.
 
     e2wm train --config recipes/RECIPE.yaml [--field value ...]
+    e2wm train --accelerate_config zero2 [--num_processes 4] --config recipes/RECIPE.yaml
     accelerate launch --config_file accelerate_configs/X.yaml -m e2wm.training.train \
         --config recipes/RECIPE.yaml
 
 Every field of the recipe (e2wm.training.config: ScriptArguments, EWCConfig; TRL's SFTConfig,
-ModelConfig) can be given as a flag; `python -m e2wm.training.train --help` lists them all."""
+ModelConfig) can be given as a flag; `python -m e2wm.training.train --help` lists them all.
+--accelerate_config (cpu, ddp, fsdp, single_gpu, zero2, zero3, or a config file) launches the
+processes as `accelerate launch` does; its other flags (--num_processes, ...) go to the launcher."""
 
 TRAIN_VIDEO_HELP = r"""Train a stage of the video narrator (1: encoder, 2: projector, 3: LoRA) from a recipe.
 
@@ -396,6 +399,11 @@ def main(argv: list[str] | None = None) -> None:
     if argv[:1] in (["train"], ["train-video"]) and argv[1:2] not in (["-h"], ["--help"]):
         # The training flags belong to TRL's parser (e2wm.training.train, .train_video), not to this one.
         if argv[0] == "train":
+            from e2wm.training import launch
+
+            if launch.requested(argv[1:]):
+                launch.main(argv[1:])
+                return
             from e2wm.training.train import main as train_main
         else:
             from e2wm.training.train_video import main as train_main

@@ -477,7 +477,7 @@ def test_lm_eval_backend_scores_multiple_choice(lm, corpus, adapter, tmp_path) -
 def test_the_model_loads_on_the_configured_device_and_dtype(lm):
     import torch
 
-    from e2wm.eval.run import load_model, placement
+    from e2wm.eval.models import load_model, placement
 
     model, _ = load_model(EvalConfig(model=str(lm), device="cpu", dtype="bfloat16"))
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}

@@ -45,8 +45,9 @@ def test_the_wheel_holds_the_recipes_and_the_lm_eval_tasks(installed):
     tasks = {
         f"e2wm/eval/lm_eval_tasks/e2wm/{p.name}" for p in (ROOT / "e2wm/eval/lm_eval_tasks/e2wm").iterdir()
     }
-    assert len(recipes) >= 7 and len(tasks) >= 17
-    assert recipes | tasks <= files
+    configs = {f"e2wm/accelerate_configs/{p.name}" for p in (ROOT / "accelerate_configs").glob("*.yaml")}
+    assert len(recipes) >= 7 and len(tasks) >= 17 and len(configs) == 6
+    assert recipes | tasks | configs <= files
 
 
 def test_a_shipped_recipe_is_found_by_name_from_any_directory(installed, tmp_path):

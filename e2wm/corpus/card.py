@@ -10,6 +10,15 @@ import yaml
 
 from e2wm.corpus.tasks import SPECS, TRACKING_TASKS
 
+_FORMAT_TEXT = {
+    "standard": "in TRL's standard prompt-completion format (`--format standard`: text; the completion is "
+    "the answer after a space, so completion-only loss works as is)",
+    "conversational": "in TRL's conversational prompt-completion format (`--format conversational`: lists "
+    "of chat messages, the question a `user` turn and the answer an `assistant` turn, rendered by the "
+    "trainer with the model's chat template; evaluate with `e2wm eval`, which applies the template)",
+}
+_KSHOT_TEXT = {"standard": "", "conversational": ", as earlier user and assistant turns"}
+
 
 def dataset_card(corpus: datasets.DatasetDict, config: Any, agents: dict[str, int], dropped: int) -> str:
     """README.md with Hub metadata and a table of the true per-task, per-split sizes."""
@@ -73,11 +82,10 @@ covers, so accuracy can be reported by horizon.
 
 Parquet files in the Hub's layout, `data/TASK/SPLIT-00000-of-00001.parquet`: `load_dataset(REPO_OR_DIR)`
 gives every task (the `all` config), `load_dataset(REPO_OR_DIR, "counting")` one task. Each example has
-`prompt` and `completion` (TRL prompt-completion format; the completion is the answer after a space, so
-completion-only loss works as is), `task`, `split_group` (`seen` or `unseen` activity), `choices` and
-`label` for multiple choice (`label` -1 otherwise), `weight` (the task's loss weight: {weights}),
-`episode_id`, `length`, `meta` (JSON: the facts the answer came from) and
-`prompt_kshot` (the prompt after {config.shots} solved train examples of the same task).
+`prompt` and `completion`, {_FORMAT_TEXT[config.format]}, `task`, `split_group` (`seen` or `unseen` activity),
+`choices` and `label` for multiple choice (`label` -1 otherwise), `weight` (the task's loss weight:
+{weights}), `episode_id`, `length`, `meta` (JSON: the facts the answer came from) and `prompt_kshot` (the
+prompt after {config.shots} solved train examples of the same task{_KSHOT_TEXT[config.format]}).
 
 ## Splits
 
@@ -98,7 +106,8 @@ whose prompt equals a test prompt, or whose plan is a test plan, were dropped.
 
 ## How it was made
 
-`e2wm build --rollouts {config.rollouts} --seed {config.seed} --tasks {" ".join(config.tasks)}` from
+`e2wm build --rollouts {config.rollouts} --seed {config.seed} --format {config.format} --tasks \
+{" ".join(config.tasks)}` from
 {sum(agents.values())} episodes ({", ".join(f"{n} {a}" for a, n in agents.items())}) of scene
 TrimmedTestScene1.
 

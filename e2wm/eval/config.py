@@ -89,6 +89,13 @@ class EvalConfig:
             "metavar": "TASK=FORM",
         },
     )
+    apply_chat_template: bool = field(
+        default=False,
+        metadata={
+            "help": "render every prompt with the model's chat template, solved examples as earlier turns (a "
+            "conversational corpus always is)"
+        },
+    )
     length_edges: tuple[int, ...] = field(
         default=(5, 10, 20, 30),
         metadata={"help": "tracking tasks by length: bucket upper bounds (5 10 20 30: 1-5, ..., 21-30, 31+)"},
@@ -108,7 +115,10 @@ class EvalConfig:
     )
     dtype: str = field(
         default="auto",
-        metadata={"help": "float32, bfloat16, float16, or auto: bfloat16 on a GPU, float32 on the CPU"},
+        metadata={
+            "help": "float32, bfloat16, float16, or auto: bfloat16 on a GPU; on the CPU float32 weights, "
+            "with bfloat16 matmuls (autocast) where the CPU has them natively (AVX-512 BF16, AMX)"
+        },
     )
     retention_passages: int = field(
         default=24, metadata={"help": "general-text passages per source for perplexity (48 in all)"}
@@ -137,6 +147,8 @@ class EvalConfig:
             raise E2WMError(f"unknown suite {self.suite!r}: choose one of {', '.join(SUITES)}")
         if self.backend not in BACKENDS:
             raise E2WMError(f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
+        if self.apply_chat_template and self.backend != "e2wm":
+            raise E2WMError("--apply-chat-template needs --backend e2wm (lm-eval scores the plain prompts)")
         if self.backend == "lm-eval":
             import lm_eval  # noqa: F401  # an optional dependency: if it is missing, say so before any work
         unknown = sorted(set(self.tasks or ()) - set(TASKS))

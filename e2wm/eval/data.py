@@ -37,6 +37,12 @@ def load_test_splits(config: EvalConfig) -> dict[str, Any]:
         lacking = sorted(set(COLUMNS) - set(corpus[split].column_names))
         if lacking:
             raise E2WMError(f"corpus {config.corpus}: split {split} lacks column(s) {', '.join(lacking)}")
+    conversational = isinstance(corpus[config.splits[0]].features["prompt"], datasets.List)
+    if conversational and config.backend != "e2wm":
+        raise E2WMError(
+            f"corpus {config.corpus} is conversational: it is scored with the chat template, which the "
+            f"{config.backend} backend does not apply; use --backend e2wm"
+        )
     return {split: corpus[split] for split in config.splits}
 
 
@@ -77,9 +83,21 @@ def prompted(
     samples: dict[tuple[str, str], list[dict]], config: EvalConfig
 ) -> dict[tuple[str, str], list[dict]]:
     """(reported split, task) -> examples whose ``demos`` (solved examples, or "") go before ``prompt``:
-    every sample as configured (``kshot``), and the transfer splits few-shot too (``transfer_kshot``)."""
+    every sample as configured (``kshot``), and the transfer splits few-shot too (``transfer_kshot``).
+
+    An example of a conversational corpus comes out with ``prompt`` its question (the last user turn's
+    text), ``completion`` its answer and ``demos`` the turns before the question (a list, ``[]`` zero-shot),
+    which ``e2wm.eval.chat`` renders with the chat template."""
 
     def with_demos(ex: dict, kshot: bool) -> dict:
+        if isinstance(ex["prompt"], list):
+            turns = ex["prompt_kshot"] if kshot else ex["prompt"]
+            return {
+                **ex,
+                "prompt": turns[-1]["content"],
+                "completion": ex["completion"][-1]["content"],
+                "demos": turns[:-1],
+            }
         demos = ex["prompt_kshot"][: -len(ex["prompt"])] if kshot else ""
         return {**ex, "demos": demos}
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from tqdm import tqdm
 from transformers import (
     GenerationConfig,
     PreTrainedModel,
@@ -65,11 +66,12 @@ def generate_answers(
     max_new_tokens: int,
     batch_size: int = 8,
     tokens: LineTokens | None = None,
+    progress: bool = False,
 ) -> list[str]:
     """The greedy answer to each prompt (its first non-blank generated line), in the order given.
 
     Prompts are batched by token length to keep padding small; pass ``tokens``
-    (``LineTokens.of(tokenizer)``) to reuse them across calls.
+    (``LineTokens.of(tokenizer)``) to reuse them across calls. ``progress`` shows a bar of prompts answered.
     """
     if not prompts:
         return []
@@ -86,6 +88,7 @@ def generate_answers(
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     device = next(model.parameters()).device
     answers: list[str] = [""] * len(prompts)
+    bar = tqdm(total=len(prompts), unit="answer", disable=not progress, leave=False)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         width = max(len(encoded[i]) for i in rows)
@@ -103,4 +106,6 @@ def generate_answers(
         texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
         for i, text in zip(rows, texts, strict=True):
             answers[i] = first_line(text)
+        bar.update(len(rows))
+    bar.close()
     return answers

@@ -1,32 +1,46 @@
-"""e2wm's multiple-choice tasks run by EleutherAI's lm-evaluation-harness, reported as results rows.
+"""e2wm's multiple-choice examples scored by EleutherAI's lm-evaluation-harness, reported as results rows.
 
-The tasks are the YAMLs in ``e2wm/eval/lm_eval_tasks/e2wm`` (package data), one per corpus task and test split
-(``e2wm_<task>_seen``, ``e2wm_<task>_unseen``); their loader reads the corpus named by the lm-eval
-metadata ``e2wm_corpus``. lm-eval's ``acc`` is plain log-likelihood, normalization ``"sum"`` of
-``e2wm.eval.scoring``. Nothing is fetched: the model is an embedded name or a local directory, loaded
-from safetensors, the adapter from ``adapter_model.safetensors``, the corpus from a local directory
-(every path made absolute, so lm-eval never takes one for a Hub id).
+``e2wm eval --backend lm-eval`` hands lm-eval exactly the examples the default backend scores: the seeded
+sample of each (split, task) (``e2wm.eval.data.sample_examples``), prompted as configured and put in the
+task's multiple-choice form (``e2wm.eval.mc_forms.as_form``), each (split, task) as one in-memory lm-eval
+task ``e2wm_<task>_<split>`` (``test_`` dropped) with the shipped template's settings
+(``lm_eval_tasks/e2wm/_default_template_yaml``: context the prompt, continuations ``" " + choice``).
+
+Each task's normalization is scored by lm-eval's metric for it (``METRICS``): ``sum`` by ``acc`` (the same
+rule); lm-eval has neither of the other two, so ``mean`` (per token) is scored by its per-character
+``acc_norm`` and ``unconditional`` (minus the answer's log-likelihood after "Answer:") by
+``acc_mutual_info`` (after lm-eval's empty context, the tokenizer's start token).
+
+The model is loaded as the default backend loads it (``e2wm.eval.models.load_model``: an embedded name, a
+local directory or a Hub id, from safetensors, in the configured device and dtype; the adapter a directory
+or a Hub id fetched by ``EvalConfig.resolved``) and handed to lm-eval as an object: lm-eval itself loads
+nothing and makes no network call.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
 from e2wm.corpus.tasks import MULTIPLE_CHOICE
-from e2wm.errors import E2WMError, error_line
-from e2wm.eval.scoring import wilson_interval
-from e2wm.training.models import resolve_model
+from e2wm.errors import E2WMError
+from e2wm.eval.config import VARIANTS, EvalConfig
+from e2wm.eval.mc_forms import as_form
+from e2wm.eval.statistics import summary_row
 
 if TYPE_CHECKING:
     from lm_eval.models.huggingface import HFLM
 
 TASKS_DIR = Path(__file__).resolve().parent / "lm_eval_tasks"  # package data: installed with e2wm
-TEST_SPLITS = ("test_seen", "test_unseen")
-BATCH_SIZE = 16
+TEMPLATE = TASKS_DIR / "e2wm" / "_default_template_yaml"
+METRICS = {"sum": "acc", "mean": "acc_norm", "unconditional": "acc_mutual_info"}
 
 
 def harness_task(task: str, split: str) -> str:
@@ -34,76 +48,37 @@ def harness_task(task: str, split: str) -> str:
     return f"e2wm_{task}_{split.removeprefix('test_')}"
 
 
-def _choose_tasks(tasks: Sequence[str] | None) -> list[str]:
-    from e2wm.corpus.tasks import TASKS
-
-    if tasks is None:
-        return list(MULTIPLE_CHOICE)
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown:
-        raise E2WMError(f"unknown task(s) {', '.join(unknown)}: expected some of {', '.join(TASKS)}")
-    chosen = [t for t in MULTIPLE_CHOICE if t in tasks]
-    if not chosen:
-        raise E2WMError(
-            f"no multiple-choice task among {', '.join(tasks)}: lm-eval runs {', '.join(MULTIPLE_CHOICE)}"
-        )
-    return chosen
+class _TemplateLoader(yaml.SafeLoader):
+    """Reads the template with its ``!function`` loader left empty: the in-process tasks bring their docs."""
 
 
-def corpus_pairs(corpus: str, splits: Sequence[str], tasks: Sequence[str]) -> list[tuple[str, str]]:
-    """The (task, split) pairs of ``tasks`` x ``splits`` with at least one multiple-choice example."""
-    from e2wm.corpus.read import open_corpus
+_TemplateLoader.add_constructor("!function", lambda loader, node: None)
 
-    if not Path(corpus).is_dir():
-        raise E2WMError(f"corpus not found: {corpus}")
-    loaded = open_corpus(corpus, hub=False)
-    missing = [s for s in splits if s not in loaded]
-    if missing:
-        raise E2WMError(f"corpus {corpus} has no split(s) {', '.join(missing)} (it has {', '.join(loaded)})")
-    for split in splits:
-        lacking = [c for c in ("task", "prompt", "choices", "label") if c not in loaded[split].column_names]
-        if lacking:
-            raise E2WMError(f"corpus {corpus}: split {split} lacks column(s) {', '.join(lacking)}")
-    present = {
-        split: {t for t, c in zip(loaded[split]["task"], loaded[split]["choices"], strict=True) if c}
-        for split in splits
+
+def task_config(name: str, docs: Sequence[dict], metric: str) -> dict[str, Any]:
+    """An lm-eval task config of ``docs`` (each with ``prompt``, ``choices``, ``label``), scored by ``metric``
+    with the shipped template's settings."""
+    import datasets
+
+    template = yaml.load(TEMPLATE.read_text(), Loader=_TemplateLoader)
+    dataset = datasets.DatasetDict({"test": datasets.Dataset.from_list(list(docs))})
+    return {
+        **{k: v for k, v in template.items() if k != "custom_dataset"},
+        "task": name,
+        "custom_dataset": lambda **_: dataset,  # lm-eval passes it the task metadata
+        "metric_list": [{"metric": metric, "aggregation": "mean", "higher_is_better": True}],
     }
-    pairs = [(task, split) for task in tasks for split in splits if task in present[split]]
-    if not pairs:
-        raise E2WMError(f"corpus {corpus} has no {', '.join(tasks)} examples in {', '.join(splits)}")
-    return pairs
 
 
-def load_lm(model: str, adapter: str | None) -> HFLM:
-    """lm-eval's HF model: local safetensors weights, float32, the adapter applied if given."""
-    import torch
+def harness_lm(model: Any, tokenizer: Any, batch_size: int) -> HFLM:
+    """lm-eval's HF model around a loaded model (an adapter, if any, applied) and its tokenizer."""
     from lm_eval.models.huggingface import HFLM
 
-    path = Path(resolve_model(model))
-    if not path.is_dir():
-        raise E2WMError(f"model {model!r} is neither an embedded model name nor a local model directory")
-    if adapter:
-        if not Path(adapter).is_dir():
-            raise E2WMError(f"adapter not found: {adapter}")
-        for name in ("adapter_config.json", "adapter_model.safetensors"):
-            if not (Path(adapter) / name).is_file():
-                raise E2WMError(f"adapter {adapter}: {name} not found")
-    try:
-        return HFLM(
-            pretrained=str(path.resolve()),
-            peft=str(Path(adapter).resolve()) if adapter else None,
-            device="cuda" if torch.cuda.is_available() else "cpu",
-            dtype="float32",
-            batch_size=BATCH_SIZE,
-            trust_remote_code=False,
-            use_safetensors=True,
-        )
-    except (OSError, ValueError, RuntimeError) as exc:
-        with_adapter = f" with adapter {adapter}" if adapter else ""
-        raise E2WMError(f"cannot load model {model}{with_adapter}: {error_line(exc)}") from None
+    with _quiet_lm_eval():  # it warns that a model object leaves its loading arguments unused
+        return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
 
 
-@contextmanager
+@contextlib.contextmanager
 def _quiet_lm_eval() -> Iterator[None]:
     """Only lm-eval's errors while it runs: it warns once per task about custom-dataset kwargs."""
     logger = logging.getLogger("lm_eval")
@@ -115,65 +90,76 @@ def _quiet_lm_eval() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def run_tasks(
-    lm: HFLM, corpus: str, names: Sequence[str], limit: int | None, log_samples: bool = False
-) -> dict[str, Any]:
-    """lm-eval's results for the named e2wm tasks on ``corpus`` (first ``limit`` examples of each)."""
-    from lm_eval import simple_evaluate
+def run_tasks(lm: HFLM, configs: Sequence[dict[str, Any]], progress: bool = False) -> dict[str, Any]:
+    """lm-eval's results, per-example samples included, of the task ``configs`` (``task_config``); its
+    progress bars only with ``progress``. lm-eval's ``evaluate``, not ``simple_evaluate``: that one also
+    seeds the global random generators, asks the Hub about the model and runs git and pip for the record."""
+    from lm_eval import evaluate
     from lm_eval.tasks import TaskManager
 
-    manager = TaskManager(
-        include_path=str(TASKS_DIR),
-        include_defaults=False,
-        metadata={"e2wm_corpus": str(Path(corpus).resolve())},
-    )
-    with _quiet_lm_eval():
-        return simple_evaluate(
-            model=lm,
-            tasks=list(names),
-            task_manager=manager,
-            limit=limit,
-            bootstrap_iters=0,
-            log_samples=log_samples,
-        )
+    # lm-eval's bars cannot be turned off, but they write to the sys.stderr of the moment
+    bars = contextlib.nullcontext() if progress else contextlib.redirect_stderr(io.StringIO())
+    with _quiet_lm_eval(), bars:
+        tasks = TaskManager(include_defaults=False).load(list(configs))  # not lm-eval's own task files
+        return evaluate(lm=lm, task_dict=tasks, bootstrap_iters=0, log_samples=True)
+
+
+def harness_docs(
+    samples: Mapping[tuple[str, str], Sequence[dict]], forms: Mapping[str, str]
+) -> dict[tuple[str, str], list[dict]]:
+    """(split, task) -> the multiple-choice examples of ``samples`` in their task's form."""
+    return {
+        (split, task): [as_form(ex, forms[task]) for ex in exs]
+        for (split, task), exs in samples.items()
+        if task in MULTIPLE_CHOICE and exs
+    }
+
+
+def _variant_config(config: EvalConfig, variant: str) -> EvalConfig:
+    """``config`` resolved (model named, adapter local), without its adapter for the base variant."""
+    if variant not in VARIANTS:
+        raise E2WMError(f"unknown variant {variant!r}: {' or '.join(VARIANTS)}")
+    if variant == "fine-tuned" and config.adapter is None:
+        raise E2WMError("the fine-tuned variant needs an adapter")
+    config = config.resolved()
+    return config if variant == "fine-tuned" else dataclasses.replace(config, adapter=None)
 
 
 def lm_eval_rows(
-    model: str,
-    adapter: str | None,
-    corpus: str,
-    splits: Sequence[str],
-    limit: int | None,
-    tasks: Sequence[str] | None,
+    config: EvalConfig,
+    variant: str,
+    samples: Mapping[tuple[str, str], Sequence[dict]],
+    progress: bool = False,
 ) -> list[dict]:
-    """Accuracy rows (results schema) of the multiple-choice ``tasks`` (all if None) on ``splits``.
+    """Accuracy rows (results schema) of ``variant`` on the multiple-choice tasks of ``samples``, (split,
+    task) -> examples (``sample_examples``, prompted), scored by lm-eval in ``config``'s forms and (as
+    ``METRICS``) normalizations; other tasks are left out. lm-eval shows its progress bars with
+    ``progress``."""
+    from e2wm.eval.models import adapter_sha256, compute_context, load_model
+    from e2wm.training.models import check_model
 
-    Tasks without multiple-choice examples in a split are left out; other tasks in ``tasks`` are skipped.
-    ``limit`` takes the first examples of each task and split (lm-eval's ``--limit``).
-    """
-    bad = [s for s in splits if s not in TEST_SPLITS]
-    if bad or not splits:
-        raise E2WMError(f"lm-eval splits must be some of {', '.join(TEST_SPLITS)}, got {', '.join(splits)}")
-    if limit is not None and limit < 1:
-        raise E2WMError(f"limit must be a positive number of examples, got {limit}")
-    pairs = corpus_pairs(corpus, splits, _choose_tasks(tasks))
-    lm = load_lm(model, adapter)
-    results = run_tasks(lm, corpus, [harness_task(t, s) for t, s in pairs], limit)
+    docs = harness_docs(samples, config.mc_forms())
+    if not docs:
+        raise E2WMError("no multiple-choice examples for lm-eval to score")
+    config = _variant_config(config, variant)
+    check_model(config.model)
+    if config.adapter is not None:
+        adapter_sha256(config.adapter, config.model)  # a whole adapter that fits, before loading
+    metrics = {task: METRICS[norm] for task, norm in config.normalizations().items()}
+    names = {key: harness_task(key[1], key[0]) for key in docs}
+    model, tokenizer = load_model(config)
+    with compute_context(config):
+        results = run_tasks(
+            harness_lm(model, tokenizer, config.batch_size),
+            [task_config(names[key], exs, metrics[key[1]]) for key, exs in docs.items()],
+            progress,
+        )
     rows = []
-    for task, split in pairs:
-        name = harness_task(task, split)
-        accuracy, n = results["results"][name]["acc,none"], int(results["n-samples"][name]["effective"])
-        low, high = wilson_interval(round(accuracy * n), n)
+    for (split, task), exs in docs.items():
+        scored = sorted(results["samples"][names[(split, task)]], key=lambda s: s["doc_id"])
+        values = [float(s[metrics[task]]) for s in scored]
+        chances = [1 / len(ex["choices"]) for ex in exs]
         rows.append(
-            {
-                "variant": "fine-tuned" if adapter else "base",
-                "task": task,
-                "split": split,
-                "metric": "accuracy",
-                "value": accuracy,
-                "n": n,
-                "ci_low": low,
-                "ci_high": high,
-            }
+            {"variant": variant, "task": task, "split": split, **summary_row("accuracy", values, chances)}
         )
     return rows

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
+from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from e2wm.errors import E2WMError
@@ -33,8 +34,10 @@ def perplexity(
     passages: Sequence[str],
     max_length: int = 512,
     batch_size: int = 4,
+    progress: bool = False,
 ) -> Perplexity:
-    """Token-weighted perplexity of ``passages`` (right-padded batches, padding masked out)."""
+    """Token-weighted perplexity of ``passages`` (right-padded batches, padding masked out); ``progress``
+    shows a bar of passages read."""
     encoded = [ids[:max_length] for ids in tokenizer(list(passages))["input_ids"]]
     encoded = [ids for ids in encoded if len(ids) > 1]
     if not encoded:
@@ -42,7 +45,7 @@ def perplexity(
     model.eval()
     device = next(model.parameters()).device
     total, count = 0.0, 0
-    for start in range(0, len(encoded), batch_size):
+    for start in tqdm(range(0, len(encoded), batch_size), unit="batch", disable=not progress, leave=False):
         batch = encoded[start : start + batch_size]
         width = max(map(len, batch))
         ids = torch.zeros((len(batch), width), dtype=torch.long)
@@ -65,10 +68,11 @@ def retention_perplexity(
     max_passages: int = 24,
     max_length: int = 512,
     source: str = "pydoc",
+    progress: bool = False,
 ) -> Perplexity:
     """Perplexity on held-out ``e2wm.training.general_text`` ("retention" part of ``source``, "pydoc" or
     "news"): all its passages, or ``max_passages`` of them evenly spaced through its fixed order."""
     passages = general_text.passages("retention", source)
     if len(passages) > max_passages:
         passages = [passages[i * len(passages) // max_passages] for i in range(max_passages)]
-    return perplexity(model, tokenizer, passages, max_length)
+    return perplexity(model, tokenizer, passages, max_length, progress=progress)

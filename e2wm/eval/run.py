@@ -20,7 +20,7 @@ Intervals (95%): Wilson for proportions (accuracy, exact match, goal success), t
 of the mean (clipped to [0, 1]) for ROUGE-L, path overlap and executability.
 
 With ``backend="lm-eval"`` the multiple-choice tasks are scored by lm-evaluation-harness
-(``e2wm.eval.harness.lm_eval_rows``: its own choice of examples, no per-length rows); open-ended tasks and
+(``e2wm.eval.harness.lm_eval_rows``: the same seeded sample, no per-length rows); open-ended tasks and
 retention are scored here as with the default backend.
 
 The output directory receives ``results.json`` (format ``e2wm-eval/1``), ``results.md``,
@@ -30,18 +30,18 @@ directory and renamed into place.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import sys
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from e2wm.corpus.build import TRANSFER_SPLITS
 from e2wm.corpus.tasks import GENERATION, MULTIPLE_CHOICE, SPECS
-from e2wm.errors import E2WMError, error_line, libraries_deprecation, release
+from e2wm.errors import E2WMError, release
+from e2wm.eval.chat import check_template, uses_chat
 from e2wm.eval.config import (
     FORMAT,
     RETENTION_SOURCES,
@@ -56,6 +56,7 @@ from e2wm.eval.data import (
 )
 from e2wm.eval.mc_forms import as_form
 from e2wm.eval.metrics import SCORERS
+from e2wm.eval.models import adapter_sha256, as_variant, compute_context, load_model, precision
 from e2wm.eval.report import write_report
 from e2wm.eval.statistics import (
     retention_rows,
@@ -63,84 +64,8 @@ from e2wm.eval.statistics import (
     summarize,
     transfer_summary,
 )
-from e2wm.files import check_safetensors, sha256_file, staged
-from e2wm.training.models import check_adapter_fits, check_model
-
-
-def adapter_sha256(adapter: str, model: str) -> str:
-    """Check that ``adapter`` is a PEFT adapter directory whose weights are whole and fit ``model``
-    (before either is loaded); the sha256 of its adapter_model.safetensors."""
-    path = Path(adapter)
-    if not path.is_dir():
-        raise E2WMError(f"adapter {adapter}: no such directory")
-    if not (path / "adapter_config.json").is_file():
-        raise E2WMError(f"adapter {adapter} has no adapter_config.json (not a PEFT adapter directory)")
-    try:
-        json.loads((path / "adapter_config.json").read_text())
-    except (UnicodeDecodeError, ValueError):
-        raise E2WMError(f"adapter {adapter}: adapter_config.json is not JSON") from None
-    weights = path / "adapter_model.safetensors"
-    if not weights.is_file():
-        raise E2WMError(f"adapter {adapter} has no adapter_model.safetensors")
-    check_adapter_fits(check_safetensors(weights, "adapter weights"), model, adapter)
-    return sha256_file(weights)
-
-
-def load_model(config: EvalConfig) -> tuple[Any, Any]:
-    """(model, tokenizer) from safetensors on ``config.device`` in ``config.dtype`` (``auto``: every GPU in
-    bfloat16 if there is one, else float32 on the CPU), wrapped with the adapter if there is one."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as transformers_logging
-
-    from e2wm.training.models import resolve_model
-
-    transformers_logging.disable_progress_bar()
-    path = resolve_model(config.model)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, **placement(config))
-    except (OSError, ValueError) as exc:
-        raise E2WMError(f"cannot load model {config.model}: {error_line(exc)}") from None
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if config.adapter is not None:
-        try:
-            with libraries_deprecation(".*is_gradient_checkpointing.*"):  # PEFT calls it
-                model = PeftModel.from_pretrained(model, config.adapter, is_trainable=False)
-        except (RuntimeError, ValueError, KeyError) as exc:  # shape mismatch, missing target modules
-            lines = str(exc).splitlines()
-            reason = next((line.strip() for line in lines if "mismatch" in line), error_line(exc))
-            raise E2WMError(f"adapter {config.adapter} does not fit model {config.model}: {reason}") from None
-    model.eval()
-    return model, tokenizer
-
-
-def placement(config: EvalConfig) -> dict[str, Any]:
-    """``from_pretrained`` arguments for the configured device and dtype."""
-    import torch
-
-    gpu = torch.cuda.is_available()
-    if config.device.startswith("cuda") and not gpu:
-        raise E2WMError(f"device {config.device}: no CUDA GPU here (use --device cpu)")
-    if not gpu or config.device == "cpu":
-        return {
-            "dtype": getattr(torch, "float32" if config.dtype == "auto" else config.dtype),
-            "device_map": "cpu",
-        }
-    dtype = "bfloat16" if config.dtype == "auto" else config.dtype
-    return {"dtype": getattr(torch, dtype), "device_map": config.device}  # "auto": every GPU
-
-
-@contextlib.contextmanager
-def as_variant(model: Any, variant: str) -> Iterator[None]:
-    """Run the block as ``variant``: "base" disables the adapter (if any), "fine-tuned" keeps it."""
-    if variant == "base" and hasattr(model, "disable_adapter"):
-        with model.disable_adapter():
-            yield
-    else:
-        yield
-
+from e2wm.files import staged
+from e2wm.training.models import check_model
 
 # --- scoring --------------------------------------------------------------------------------------------
 
@@ -161,14 +86,34 @@ def _record(variant: str, split: str, ex: dict, prediction: str, scores: dict[st
 
 
 def score_multiple_choice(
-    model: Any, tokenizer: Any, items: list[tuple[str, dict]], config: EvalConfig, variant: str
+    model: Any,
+    tokenizer: Any,
+    items: list[tuple[str, dict]],
+    config: EvalConfig,
+    variant: str,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
-    """One record per (split, example) in ``items``: the chosen answer and its accuracy."""
-    from e2wm.eval.scoring import mc_predictions
+    """One record per (split, example) in ``items``: the chosen answer and its accuracy. With the chat
+    template (``e2wm.eval.chat``) a choice continues the rendered prompt without a leading space, and the
+    unconditional normaliser's context is "Answer:" rendered as a user turn."""
+    from e2wm.eval.chat import chat_form, render
+    from e2wm.eval.scoring import UNCONDITIONAL_CONTEXT, mc_predictions
 
     forms = config.mc_forms()
+    style: dict[str, str] = {}
+    if any(uses_chat(ex, config.apply_chat_template) for _, ex in items):
+        examples = [chat_form(tokenizer, ex, forms[ex["task"]]) for _, ex in items]
+        style = {"separator": "", "unconditional_context": render(tokenizer, [], UNCONDITIONAL_CONTEXT)}
+    else:
+        examples = [as_form(ex, forms[ex["task"]]) for _, ex in items]
     guesses = mc_predictions(
-        model, tokenizer, [as_form(ex, forms[ex["task"]]) for _, ex in items], config.normalizations()
+        model,
+        tokenizer,
+        examples,
+        config.normalizations(),
+        batch_size=config.batch_size,
+        progress=progress,
+        **style,
     )
     return [
         _record(variant, split, ex, ex["choices"][g], {"accuracy": float(g == ex["label"])})
@@ -184,13 +129,26 @@ def score_generation(
     config: EvalConfig,
     variant: str,
     tokens: Any,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
-    """Greedy answers to one open-ended task, scored; plans are also executed in the simulator."""
+    """Greedy answers to one open-ended task, scored; plans are also executed in the simulator. Prompts are
+    rendered with the chat template when ``e2wm.eval.chat.uses_chat`` says so."""
+    from e2wm.eval.chat import render
     from e2wm.eval.generation import generate_answers
 
-    prompts = [ex["demos"] + ex["prompt"] for _, ex in items]
+    chat = any(uses_chat(ex, config.apply_chat_template) for _, ex in items)
+    prompts = [
+        render(tokenizer, ex["demos"], ex["prompt"]) if chat else ex["demos"] + ex["prompt"]
+        for _, ex in items
+    ]
     answers = generate_answers(
-        model, tokenizer, prompts, SPECS[task].max_new_tokens, config.batch_size, tokens=tokens
+        model,
+        tokenizer,
+        prompts,
+        SPECS[task].max_new_tokens,
+        config.batch_size,
+        tokens=tokens,
+        progress=progress,
     )
     metric, score = SPECS[task].metric, SCORERS[task]
     scores = [{metric: score(a, ex["completion"].strip())} for a, (_, ex) in zip(answers, items, strict=True)]
@@ -262,6 +220,8 @@ def evaluate(config: EvalConfig, progress: bool = False) -> dict[str, Any]:
             f"loading {config.model}" + (f" with adapter {config.adapter}" if config.adapter else ""),
         )
         model, tokenizer = load_model(config)
+        if any(uses_chat(ex, config.apply_chat_template) for exs in samples.values() for ex in exs):
+            check_template(tokenizer, config.model)  # before any scoring
     tokens = None
     if generative:
         from e2wm.eval.generation import LineTokens
@@ -275,25 +235,29 @@ def evaluate(config: EvalConfig, progress: bool = False) -> dict[str, Any]:
             from e2wm.eval.harness import lm_eval_rows
 
             _say(progress, f"{variant}: multiple choice with lm-evaluation-harness")
-            adapter = config.adapter if variant == "fine-tuned" else None
-            mc_tasks = [t for t in MULTIPLE_CHOICE if t in by_task]
-            harness_rows += lm_eval_rows(
-                config.model, adapter, config.corpus, harness_splits, config.limit, mc_tasks
-            )
-        with as_variant(model, variant):
+            in_harness = {key: exs for key, exs in samples.items() if key[0] in harness_splits}
+            harness_rows += lm_eval_rows(config, variant, in_harness, progress)
+        with as_variant(model, variant), compute_context(config):
             if local_mc:
                 _say(progress, f"{variant}: multiple choice, {len(local_mc)} examples")
-                records += score_multiple_choice(model, tokenizer, local_mc, config, variant)
+                records += score_multiple_choice(model, tokenizer, local_mc, config, variant, progress)
             for task in generative:
                 _say(progress, f"{variant}: {task}, {len(by_task[task])} examples")
-                records += score_generation(model, tokenizer, task, by_task[task], config, variant, tokens)
+                records += score_generation(
+                    model, tokenizer, task, by_task[task], config, variant, tokens, progress
+                )
             if config.suite != "embodied":
                 from e2wm.eval.retention import retention_perplexity
 
                 for source in RETENTION_SOURCES:
                     _say(progress, f"{variant}: general-text perplexity ({source})")
                     perplexities[(variant, source)] = retention_perplexity(
-                        model, tokenizer, config.retention_passages, config.retention_max_length, source
+                        model,
+                        tokenizer,
+                        config.retention_passages,
+                        config.retention_max_length,
+                        source,
+                        progress=progress,
                     )
     rows, length_rows = summarize(records, config.length_edges)
     rows = sorted(rows + harness_rows, key=row_order)
@@ -310,8 +274,10 @@ def evaluate(config: EvalConfig, progress: bool = False) -> dict[str, Any]:
         "limit": config.limit,
         "splits": list(config.splits),
         "seed": config.seed,
+        "dtype": precision(config) if model is not None else None,
         "kshot": config.kshot,
         "transfer_kshot": config.transfer_kshot,
+        "apply_chat_template": config.apply_chat_template,
         "normalization": config.normalizations(),
         "mc_form": config.mc_forms(),
         "results": rows,

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
+from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from e2wm.errors import E2WMError
@@ -124,23 +125,29 @@ def packed_logprobs(
     tokenizer: PreTrainedTokenizerBase,
     items: Sequence[tuple[str, Sequence[str]]],
     max_tokens: int = 2048,
+    max_items: int | None = None,
+    progress: bool = False,
 ) -> list[list[tuple[float, int]]]:
     """(sum of log p(token | context, earlier tokens), token count) of each continuation of each
     ``(context, continuations)`` item. Items are packed several to a forward, up to ``max_tokens`` tokens of
-    contexts and continuations; each context is encoded once and its KV cache serves all its continuations."""
+    contexts and continuations and ``max_items`` items; each context is encoded once and its KV cache serves
+    all its continuations. ``progress`` shows a bar of items scored."""
     tokenized = [_tokenize(tokenizer, context, conts) for context, conts in items]
-    results: list[list[tuple[float, int]]] = []
-    pack: list[_Item] = []
+    packs: list[list[_Item]] = []
     size = 0
     for item in tokenized:
         tokens = len(item.context) + sum(len(c) - 1 for c in item.continuations)
-        if pack and size + tokens > max_tokens:
-            results += _score_pack(model, pack)
-            pack, size = [], 0
-        pack.append(item)
+        full = packs and (size + tokens > max_tokens or len(packs[-1]) == max_items)
+        if not packs or full:
+            packs.append([])
+            size = 0
+        packs[-1].append(item)
         size += tokens
-    if pack:
-        results += _score_pack(model, pack)
+    results: list[list[tuple[float, int]]] = []
+    with tqdm(total=len(tokenized), unit="item", disable=not progress, leave=False) as bar:
+        for pack in packs:
+            results += _score_pack(model, pack)
+            bar.update(len(pack))
     return results
 
 
@@ -168,7 +175,8 @@ def naive_choice_logprobs(
 
 
 class UnconditionalScorer:
-    """log p(" " + answer | "Answer:"): the context encoded once, each distinct answer scored once."""
+    """log p(separator + answer | context), by default of " " + answer after "Answer:": the context encoded
+    once, each distinct answer scored once."""
 
     def __init__(
         self,
@@ -176,15 +184,17 @@ class UnconditionalScorer:
         tokenizer: PreTrainedTokenizerBase,
         context: str = UNCONDITIONAL_CONTEXT,
         batch_size: int = 64,
+        separator: str = " ",
     ):
         self.model, self.tokenizer, self.context, self.batch_size = model, tokenizer, context, batch_size
+        self.separator = separator
         self.scores: dict[str, float] = {}
 
     def __call__(self, answers: list[str]) -> list[float]:
         new = list(dict.fromkeys(a for a in answers if a not in self.scores))
         for i in range(0, len(new), self.batch_size):
             batch = new[i : i + self.batch_size]
-            conts = [" " + a for a in batch]
+            conts = [self.separator + a for a in batch]
             scored = choice_logprobs(self.model, self.tokenizer, self.context, conts)
             self.scores.update((a, s) for a, (s, _) in zip(batch, scored, strict=True))
         return [self.scores[a] for a in answers]
@@ -248,12 +258,17 @@ def mc_predictions(
     tokenizer: PreTrainedTokenizerBase,
     examples: Sequence[dict],
     normalization: str | dict[str, str] = "mean",
+    batch_size: int | None = None,
+    progress: bool = False,
+    separator: str = " ",
+    unconditional_context: str = UNCONDITIONAL_CONTEXT,
 ) -> list[int]:
     """The predicted choice index of each example (which must have ``choices``).
 
     ``normalization`` is one for all tasks, or per task (task -> normalization, others ``"mean"``). Under
     ``"unconditional"`` the normalisers of all distinct answers are scored first, in batches on one cache
-    of "Answer:".
+    of ``unconditional_context``. Examples are packed up to ``batch_size`` to a forward (``packed_logprobs``).
+    A choice continues its prompt as ``separator + choice`` (chat-rendered prompts: no space).
     """
     norms = [
         normalization if isinstance(normalization, str) else normalization.get(ex["task"], "mean")
@@ -261,12 +276,16 @@ def mc_predictions(
     ]
     unconditional = None
     if "unconditional" in norms:  # every distinct answer's normaliser, in batches, up front
-        unconditional = UnconditionalScorer(model, tokenizer)
+        unconditional = UnconditionalScorer(model, tokenizer, unconditional_context, separator=separator)
         unconditional(
             [c for ex, n in zip(examples, norms, strict=True) if n == "unconditional" for c in ex["choices"]]
         )
     scores = packed_logprobs(
-        model, tokenizer, [(ex["prompt"], [" " + c for c in ex["choices"]]) for ex in examples]
+        model,
+        tokenizer,
+        [(ex["prompt"], [separator + c for c in ex["choices"]]) for ex in examples],
+        max_items=batch_size,
+        progress=progress,
     )
     return [
         argmax(

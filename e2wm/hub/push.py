@@ -1,10 +1,13 @@
-"""``e2wm push``: publish a fine-tuned adapter (or the model it merges into), and its corpus, to the Hub.
+"""``e2wm push``: publish a fine-tuned adapter (or the model it merges into), and its corpus, or a video
+model from ``e2wm train-video``, to the Hub.
 
 The folder to upload is staged first: the adapter's safetensors weights and config (with ``merge``, the
 merged model as safetensors instead), the tokenizer, the run's ``e2wm_recipe.yaml``, the model card and
-results.json. Nothing else leaves the machine: no checkpoints, optimizer states, training_args.bin or
-other pickles. A dry run writes that folder to a directory; a push uploads it as one commit, so a failed
-push leaves no half-uploaded model. The token comes from ``HF_TOKEN`` or ``hf auth login``.
+results.json; for a video model (stage 2 or 3), its configs, safetensors weights, processor, tokenizer,
+``e2wm_recipe.yaml`` if there is one, and its card. Nothing else leaves the machine: no checkpoints,
+optimizer states, training_args.bin or other pickles. A dry run writes that folder to a directory; a push
+uploads it as one commit, so a failed push leaves no half-uploaded model. The token comes from
+``HF_TOKEN`` or ``hf auth login``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from huggingface_hub import ModelCard
 
 from e2wm.errors import E2WMError, error_line
 from e2wm.files import check_safetensors, sha256_file
-from e2wm.hub.card import base_model_id, embedded_base, eval_results_file, model_card, validate_results
+from e2wm.hub.base_model import base_license, base_model_id, embedded_base
+from e2wm.hub.card import model_card
+from e2wm.hub.eval_results import eval_results_file, validate_results
 from e2wm.training.recipe import RECIPE_NAME, e2wm_version, read_recipe
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -40,7 +45,12 @@ EVAL_RESULTS = ".eval_results/e2wm.yaml"
 class PushConfig:
     """``e2wm push``: the adapter, where it goes, and what goes with it."""
 
-    adapter: str = field(metadata={"help": "adapter directory from `e2wm train`"})
+    adapter: str = field(
+        metadata={
+            "help": "adapter from `e2wm train`, or video model from `e2wm train-video`",
+            "metavar": "DIR",
+        }
+    )
     repo_id: str = field(metadata={"help": "model repo to push to", "metavar": "USER/NAME"})
     merge: bool = field(default=False, metadata={"help": "push the base model with the adapter merged in"})
     private: bool = field(default=False, metadata={"help": "create the repos private (new repos only)"})
@@ -186,7 +196,8 @@ def push(
     results: str | Path | None = None,
     token: str | None = None,
 ) -> str:
-    """Push the adapter in ``adapter`` (merged into its base with ``merge``) to the model repo ``repo_id``.
+    """Push the adapter in ``adapter`` (merged into its base with ``merge``) to the model repo ``repo_id``;
+    a video model directory goes up whole (``push_video_model``).
 
     ``results`` is ``e2wm eval``'s results.json for this adapter; ``dataset`` a corpus directory pushed
     first as the dataset ``dataset_repo_id`` (which alone only names the corpus in the card). With
@@ -194,6 +205,12 @@ def push(
     dry-run directory.
     """
     folder = Path(adapter)
+    if (folder / "config.json").is_file() and not (folder / ADAPTER_CONFIG).is_file():
+        if merge or results is not None or dataset is not None or dataset_repo_id is not None:
+            raise E2WMError(
+                f"{adapter} holds a whole model: --merge, --results and --dataset* are for adapters"
+            )
+        return push_video_model(folder, repo_id, private=private, dry_run=dry_run, token=token)
     adapter_config = read_adapter(folder)
     check_repo_id(repo_id, "--repo-id")
     if dataset_repo_id is not None:
@@ -223,6 +240,53 @@ def push(
         eval_results=eval_results_file(scores, dataset_repo_id),
     )
 
+    def push_dataset() -> None:
+        from e2wm.corpus.build import push as push_corpus
+
+        with _token_env(token):
+            push_corpus(str(dataset), dataset_repo_id, private)
+
+    kind = "merged model" if merge else "LoRA adapter"
+    first = push_dataset if corpus is not None else None
+    return _publish(stage_to, card, repo_id, kind, private=private, dry_run=dry_run, token=token, first=first)
+
+
+def push_video_model(
+    model: str | Path,
+    repo_id: str,
+    private: bool = False,
+    dry_run: str | Path | None = None,
+    token: str | None = None,
+) -> str:
+    """Push the video model ``e2wm train-video`` saved in ``model`` (stage 2 or 3) to the model repo
+    ``repo_id``, with its processor, tokenizer, recipe (if any) and card; ``dry_run`` as for ``push``."""
+    from e2wm.multimodal.publish import read_video_model, stage_video_model, video_model_card
+
+    folder = Path(model)
+    config, files = read_video_model(folder)
+    check_repo_id(repo_id, "--repo-id")
+    recipe, version = read_recipe(folder / RECIPE_NAME) if (folder / RECIPE_NAME).is_file() else (None, None)
+    lm = {"base_model_name_or_path": config.text_config.name_or_path}  # the LM, named as an adapter's base
+    card = video_model_card(
+        config, repo_id, base_model_id(lm, recipe), base_license(lm, recipe)[0], recipe, version
+    )
+    names = (*files, *TOKENIZER_FILES, RECIPE_NAME)
+    stage_to = functools.partial(stage_video_model, folder, card=card, names=names)
+    return _publish(stage_to, card, repo_id, "video model", private=private, dry_run=dry_run, token=token)
+
+
+def _publish(
+    stage_to: Callable[[Path], None],
+    card: ModelCard,
+    repo_id: str,
+    kind: str,
+    private: bool,
+    dry_run: str | Path | None,
+    token: str | None,
+    first: Callable[[], None] | None = None,
+) -> str:
+    """Stage the folder with ``stage_to`` and upload it to ``repo_id`` as one commit (or, with ``dry_run``,
+    write it there), after ``first`` (the corpus's push). Returns the commit URL or the dry-run directory."""
     if dry_run is not None:
         return _dry_run(Path(dry_run), stage_to)
 
@@ -234,22 +298,18 @@ def push(
     with tempfile.TemporaryDirectory(prefix="e2wm-push-") as tmp:
         staged = Path(tmp) / "model"
         stage_to(staged)
-        with _hub_errors(repo_id):
+        with hub_errors(repo_id):
             existed = api.repo_exists(repo_id)  # a rejected token stops the push here, before any write
             try:
                 card.validate()
             except ValueError as exc:
                 raise E2WMError(f"the Hub rejects the model card: {error_line(exc)}") from None
-        if corpus is not None:
-            from e2wm.corpus.build import push as push_corpus
-
-            with _token_env(token):
-                push_corpus(str(dataset), dataset_repo_id, private)
-        with _hub_errors(repo_id):
+        if first is not None:
+            first()
+        with hub_errors(repo_id):
             api.create_repo(repo_id, private=private, exist_ok=True)
-        kind = "merged model" if merge else "LoRA adapter"
         try:
-            with _hub_errors(repo_id):
+            with hub_errors(repo_id):
                 commit = api.upload_folder(
                     repo_id=repo_id,
                     folder_path=staged,
@@ -291,7 +351,7 @@ def check_repo_id(value: str, flag: str) -> None:
 
 
 @contextlib.contextmanager
-def _hub_errors(repo_id: str) -> Iterator[None]:
+def hub_errors(repo_id: str) -> Iterator[None]:
     """HTTP and connection failures as one-line E2WMErrors (no token in them: the Hub never echoes it)."""
     import httpx2
     from huggingface_hub.errors import HfHubHTTPError
@@ -325,7 +385,7 @@ def _token_env(token: str | None) -> Iterator[None]:
 def _delete_new_repo(api, repo_id: str) -> str:
     """Delete the repo this push created and found no way to fill; says what became of it."""
     try:
-        with _hub_errors(repo_id):
+        with hub_errors(repo_id):
             api.delete_repo(repo_id)
     except E2WMError:
         return f"the repo it created, {repo_id}, is left empty"

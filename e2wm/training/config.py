@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from trl import ModelConfig, SFTConfig, TrlParser
+from trl.scripts.utils import DatasetConfig
 
 from e2wm.corpus.tasks import TASKS
 from e2wm.errors import E2WMError, did_you_mean, error_line, libraries_deprecation
-from e2wm.files import check_safetensors, read_yaml_mapping
+from e2wm.files import check_safetensors, is_hub_id, read_yaml_mapping
 from e2wm.training.fisher import DEFAULT_TARGETS
 from e2wm.training.general_text import SOURCES
 from e2wm.training.models import DEFAULT_MODEL
@@ -32,6 +33,9 @@ TRL_NAMES = {  # trl.ScriptArguments' name -> e2wm's
     "dataset_train_split": "train_split",
     "dataset_test_split": "eval_split",
 }
+MIXTURE_KEYS = tuple(f.name for f in dataclasses.fields(DatasetConfig))  # of an entry of `datasets`
+# datasets' builders of tables that can hold prompt and completion columns (`path: json` with `data_files`)
+FILE_BUILDERS = ("json", "csv", "parquet", "arrow")
 
 
 @dataclass
@@ -80,6 +84,19 @@ class ScriptArguments:
     dataset_name: str | None = field(default=None, metadata={"help": "TRL's name of `dataset`"})
     dataset_train_split: str | None = field(default=None, metadata={"help": "TRL's name of `train_split`"})
     dataset_test_split: str | None = field(default=None, metadata={"help": "TRL's name of `eval_split`"})
+    # A mixture in the shape of TRL's DatasetMixtureConfig, so the `datasets:` of a `trl sft` recipe works
+    datasets: list[DatasetConfig] = field(
+        default_factory=list,
+        metadata={
+            "help": "train on this mixture instead of `dataset`: in a recipe a list of {path, name, "
+            "data_dir, data_files, split, columns, fraction} (TRL's DatasetConfig), on the command line "
+            "paths (split train); eval stays on `eval_split` of `dataset` unless test_split_size is set"
+        },
+    )
+    test_split_size: float | None = field(
+        default=None,
+        metadata={"help": "datasets: hold out this share of the mixture (0 to 1) as the eval split"},
+    )
 
     def __post_init__(self) -> None:
         for trl_name, ours in TRL_NAMES.items():  # TRL's name, when given, sets ours
@@ -87,6 +104,7 @@ class ScriptArguments:
                 setattr(self, ours, getattr(self, trl_name))
                 setattr(self, trl_name, None)
         self.check_replay()
+        self.check_mixture()
         for name in ("max_train_examples", "eval_limit"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -104,6 +122,21 @@ class ScriptArguments:
                 f"unknown replay_source {self.replay_source!r}: expected one of {', '.join(SOURCES)}"
             )
 
+    def check_mixture(self) -> None:
+        """Each ``datasets`` entry a ``DatasetConfig`` naming a local path, a builder or a Hub dataset id,
+        with a split; ``fraction`` on every entry or none; ``test_split_size`` a share of a mixture."""
+        self.datasets = [mixture_entry(entry, i) for i, entry in enumerate(self.datasets)]
+        fractions = [entry.fraction for entry in self.datasets]
+        if fractions.count(None) not in (0, len(fractions)):
+            raise E2WMError("datasets: give every entry a fraction, or none (as TRL does)")
+        if any(f is not None and not f > 0 for f in fractions):
+            raise E2WMError(f"datasets: each fraction must be > 0, got {fractions}")
+        if self.test_split_size is not None:
+            if not self.datasets:
+                raise E2WMError("test_split_size holds out a share of a mixture: set datasets too")
+            if not 0 < self.test_split_size < 1:
+                raise E2WMError(f"test_split_size must be in (0, 1), got {self.test_split_size}")
+
     def weights(self) -> dict[str, float]:
         """``task_weights`` as a mapping, whether the recipe gave a mapping or the command line JSON."""
         value = self.task_weights
@@ -115,6 +148,34 @@ class ScriptArguments:
             raise E2WMError(
                 f'task_weights must be a JSON mapping like {{"counting": 0.7}}, got {value!r}'
             ) from None
+
+
+def mixture_entry(entry: Any, index: int) -> DatasetConfig:
+    """``entry`` of ``datasets`` (a recipe's mapping, or a parsed ``DatasetConfig``) as a checked
+    ``DatasetConfig``: a path that exists, is a file builder with its data files, or is a Hub dataset id."""
+    where = f"datasets[{index}]"
+    if isinstance(entry, dict):
+        unknown = sorted(str(key) for key in set(entry) - set(MIXTURE_KEYS))
+        if unknown:
+            raise E2WMError(
+                f"{where}: unknown key {unknown[0]!r}{did_you_mean(unknown[0], MIXTURE_KEYS)}; "
+                f"an entry has {', '.join(MIXTURE_KEYS)}"
+            )
+        entry = DatasetConfig(**{"path": None, **entry})
+    if not isinstance(entry, DatasetConfig):
+        raise E2WMError(f"{where}: expected a mapping of {', '.join(MIXTURE_KEYS)}, got {entry!r}")
+    if not entry.path or not isinstance(entry.path, str):
+        kinds = f"a corpus folder, a data file, {', '.join(FILE_BUILDERS)} or a Hub id"
+        raise E2WMError(f"{where}: no path ({kinds})")
+    if not entry.split or not isinstance(entry.split, str):
+        raise E2WMError(f"{where} {entry.path}: no split")
+    if entry.path in FILE_BUILDERS and entry.data_files is None and entry.data_dir is None:
+        raise E2WMError(f"{where}: path {entry.path} reads data_files (or data_dir): name them")
+    if not (Path(entry.path).exists() or entry.path in FILE_BUILDERS or is_hub_id(entry.path)):
+        raise E2WMError(f"{where}: path {entry.path}: no such file or folder, nor a Hub dataset id")
+    if entry.columns is not None and not isinstance(entry.columns, list):
+        raise E2WMError(f"{where} {entry.path}: columns must be a list of names, got {entry.columns!r}")
+    return entry
 
 
 @dataclass

@@ -13,6 +13,7 @@ holds checkpoints resumes from the last one. The adapter (or model) and tokenize
 from __future__ import annotations
 
 import contextlib
+import copy
 import random
 import sys
 from pathlib import Path
@@ -23,47 +24,61 @@ import torch
 from accelerate import PartialState
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import ModelConfig, SFTConfig, get_peft_config, get_quantization_config
+from trl.data_utils import is_conversational
 
 from e2wm.corpus.read import open_corpus
 from e2wm.errors import E2WMError, did_you_mean, libraries_deprecation, release, reported
 from e2wm.eval.config import SUITES, EvalConfig
 from e2wm.eval.run import evaluate
-from e2wm.files import output_lock
+from e2wm.files import is_hub_id, output_lock
 from e2wm.training import general_text
 from e2wm.training.checkpoints import end_processes, resume_point
 from e2wm.training.config import EWCConfig, ScriptArguments, parse
 from e2wm.training.fisher import estimate_fisher, factor, load_fisher, save_fisher
+from e2wm.training.mixture import MIXTURE_SEED, load_mixture
 from e2wm.training.models import DEFAULT_MODEL, check_model, resolve_model
 from e2wm.training.recipe import save_recipe
 from e2wm.training.trainer import EWCSFTTrainer
 
 COLUMNS = ("prompt", "completion", "weight")
-# bitsandbytes warns on every CPU import that an optional kernel package is missing; 4-bit CPU kernels
 
 
 def load_corpus(script: ScriptArguments, split: str) -> datasets.Dataset:
-    """One split of the corpus, reduced to prompt, completion and weight (with ``task_weights`` applied)."""
-    corpus = open_corpus(script.dataset)
-    if split not in corpus:
-        raise E2WMError(f"corpus {script.dataset} has no split {split!r} (it has {', '.join(corpus)})")
-    ds = corpus[split]
-    missing = {"prompt", "completion", "task"} - set(ds.column_names)
-    if missing:
-        raise E2WMError(
-            f"corpus {script.dataset}: split {split} lacks column(s) {', '.join(sorted(missing))}"
-        )
+    """One split of the training data, reduced to prompt, completion and weight (with ``task_weights``
+    applied): of the corpus ``dataset``, or, with ``datasets``, of the mixture (the train split, and the eval
+    split when ``test_split_size`` holds part of it out). ``tasks`` and ``task_weights`` apply to the examples
+    that have a task (a corpus's); ``max_train_examples`` takes the first of a corpus, a seeded sample of a
+    mixture (whose first entries would fill it otherwise)."""
+    train = split == script.train_split
+    mixed = bool(script.datasets) and (train or script.test_split_size is not None)
+    ds = load_mixture(script, train) if mixed else corpus_split(script.dataset, split)
     if script.tasks:
-        ds = ds.filter(lambda e: e["task"] in script.tasks)
+        ds = ds.filter(lambda e: e["task"] is None or e["task"] in script.tasks)
     weights = script.weights()
     if weights:
         ds = ds.map(lambda e: {"weight": float(weights.get(e["task"], e.get("weight", 1.0)))})
     elif "weight" not in ds.column_names:
         ds = ds.add_column("weight", [1.0] * len(ds))
-    if script.max_train_examples is not None and split == script.train_split:
+    if script.max_train_examples is not None and train:
+        if mixed:
+            ds = ds.shuffle(seed=MIXTURE_SEED)
         ds = ds.select(range(min(script.max_train_examples, len(ds))))
     if len(ds) == 0:
-        raise E2WMError(f"corpus {script.dataset}: no examples left in split {split}")
+        where = "the mixture (datasets)" if mixed else f"corpus {script.dataset}"
+        raise E2WMError(f"{where}: no examples left in split {split}")
     return ds.select_columns(list(COLUMNS))
+
+
+def corpus_split(path: str, split: str) -> datasets.Dataset:
+    """``split`` of the corpus at ``path``, checked to have prompt, completion and task columns."""
+    corpus = open_corpus(path)
+    if split not in corpus:
+        raise E2WMError(f"corpus {path} has no split {split!r} (it has {', '.join(corpus)})")
+    ds = corpus[split]
+    missing = {"prompt", "completion", "task"} - set(ds.column_names)
+    if missing:
+        raise E2WMError(f"corpus {path}: split {split} lacks column(s) {', '.join(sorted(missing))}")
+    return ds
 
 
 def mix_replay(script: ScriptArguments, ds: datasets.Dataset, seed: int) -> datasets.Dataset:
@@ -73,7 +88,9 @@ def mix_replay(script: ScriptArguments, ds: datasets.Dataset, seed: int) -> data
     the eval holds out) of ``replay_source``, taken in a seeded order and cycled if more are needed, each an
     example ``{"prompt": "", "completion": passage, "weight": 1.0}``. With ``completion_only_loss`` TRL
     masks the tokens of the tokenized prompt, which for "" is no token (or the tokenizer's BOS, if it adds
-    one): the loss covers the whole passage. ``replay_fraction`` 0 returns ``ds`` unchanged.
+    one): the loss covers the whole passage. In a conversational corpus (chat messages) a passage is an
+    assistant turn after an empty user turn, and the loss covers the passage and the end of its turn.
+    ``replay_fraction`` 0 returns ``ds`` unchanged.
     """
     script.check_replay()
     if script.replay_fraction == 0:
@@ -84,13 +101,16 @@ def mix_replay(script: ScriptArguments, ds: datasets.Dataset, seed: int) -> data
     texts = general_text.passages("fisher", script.replay_source)
     order = list(range(len(texts)))
     random.Random(seed).shuffle(order)
+    passages = [texts[order[i % len(order)]] for i in range(count)]
+    prompts: list = [""] * count
+    if isinstance(ds.features["prompt"], datasets.List):
+        # Kept in a conversational corpus (replay is what holds general text against forgetting), with a
+        # user turn: all rows share one schema, and TRL tells a row's format by its prompt's first message
+        # (an empty list fails there). The turn is empty, so it says nothing the answers could lean on.
+        prompts = [[{"role": "user", "content": ""}]] * count
+        passages = [[{"role": "assistant", "content": p}] for p in passages]
     replay = datasets.Dataset.from_dict(
-        {
-            "prompt": [""] * count,
-            "completion": [texts[order[i % len(order)]] for i in range(count)],
-            "weight": [1.0] * count,
-        },
-        features=ds.features,
+        {"prompt": prompts, "completion": passages, "weight": [1.0] * count}, features=ds.features
     )
     return datasets.concatenate_datasets([ds, replay]).shuffle(seed=seed).flatten_indices()
 
@@ -136,6 +156,74 @@ def eval_config(script: ScriptArguments, training: SFTConfig, model_args: ModelC
     return config
 
 
+def hub_repo(training: SFTConfig, model_args: ModelConfig) -> str | None:
+    """The model repo ``push_to_hub`` publishes to (None: no push): ``hub_model_id``, in the token's user's
+    namespace when it names no owner, or as the Trainer names it, the user's repo named after ``output_dir``.
+    Asking the Hub whose token it is checks the token before any training."""
+    if not training.push_to_hub:
+        return None
+    from huggingface_hub import HfApi, get_token
+
+    from e2wm.hub.push import check_repo_id, hub_errors
+
+    if get_peft_config(model_args) is None:
+        raise E2WMError("push_to_hub publishes a LoRA adapter as `e2wm push` does: set use_peft")
+    if training.hub_token is None and get_token() is None:
+        raise E2WMError(
+            "push_to_hub needs a Hugging Face token: set HF_TOKEN or hub_token, or run `hf auth login`"
+        )
+    name = training.hub_model_id or Path(training.output_dir).absolute().name
+    with hub_errors(name):
+        user = HfApi(token=training.hub_token).whoami()["name"]
+    repo_id = name if "/" in name else f"{user}/{name}"
+    check_repo_id(repo_id, "hub_model_id")
+    return repo_id
+
+
+def trainer_args(training: SFTConfig) -> SFTConfig:
+    """``training`` for the Trainer, its own Hub pushes off: they would create the repo at the start and
+    upload ``output_dir`` as it is (TRL's card, training_args.bin) at each save. e2wm publishes the folder
+    ``e2wm push`` stages once training (and the eval suite) is done instead."""
+    if not training.push_to_hub:
+        return training
+    args = copy.copy(training)
+    args.push_to_hub = False
+    return args
+
+
+def log_results(trainer: EWCSFTTrainer, results: dict[str, Any]) -> None:
+    """The eval suite's scores to the trainer's trackers (``report_to``) at the final step, one scalar per
+    split, task, variant and metric (``eval/SPLIT/TASK/VARIANT/METRIC``), and the retention perplexities
+    (``eval/retention/SOURCE/VARIANT/perplexity``)."""
+    logs = {
+        f"eval_{r['split']}/{r['task']}/{r['variant']}/{r['metric']}": float(r["value"])
+        for r in results.get("results") or []
+    }
+    logs |= {
+        f"eval_retention/{r['source']}/{r['variant']}/perplexity": float(r["perplexity"])
+        for r in results.get("retention") or []
+        if r.get("perplexity") is not None
+    }
+    if logs:
+        trainer.log(logs)
+
+
+def publish(script: ScriptArguments, training: SFTConfig, repo_id: str, results: Path | None) -> None:
+    """Push ``output_dir`` to ``repo_id`` as ``e2wm push`` does, with the eval suite's ``results`` if it ran;
+    a corpus on the Hub is named in the card (and its scores go to ``.eval_results``), not pushed."""
+    from e2wm.hub.push import push
+
+    url = push(
+        training.output_dir,
+        repo_id,
+        private=bool(training.hub_private_repo),
+        dataset_repo_id=script.dataset if is_hub_id(script.dataset) else None,
+        results=results,
+        token=training.hub_token,
+    )
+    print(f"pushed {training.output_dir} to the Hub as model {repo_id}: {url}")
+
+
 def train(
     script: ScriptArguments, training: SFTConfig, model_args: ModelConfig, ewc: EWCConfig
 ) -> EWCSFTTrainer:
@@ -150,6 +238,7 @@ def _train(
     script: ScriptArguments, training: SFTConfig, model_args: ModelConfig, ewc: EWCConfig
 ) -> EWCSFTTrainer:
     evaluation = eval_config(script, training, model_args)  # a bad eval_suite fails before training
+    repo_id = hub_repo(training, model_args)  # so does a push_to_hub without a valid token
     check_model(model_args.model_name_or_path or DEFAULT_MODEL, model_args.model_revision)
     train_ds = load_corpus(script, script.train_split)  # bad data fails before any model is loaded
     train_ds = mix_replay(script, train_ds, training.seed)
@@ -162,6 +251,11 @@ def _train(
     )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if len(train_ds) and is_conversational(train_ds[0]) and not tokenizer.chat_template:
+        raise E2WMError(
+            f"model {model_args.model_name_or_path or DEFAULT_MODEL} has no chat template, and the corpus is "
+            "conversational (chat messages): train a chat model, or build the corpus with --format standard"
+        )
     quantization = get_quantization_config(model_args)
     model = AutoModelForCausalLM.from_pretrained(
         model_path,
@@ -182,7 +276,7 @@ def _train(
     with libraries_deprecation(".*is_gradient_checkpointing.*"):  # PEFT's get_peft_model calls it
         trainer = EWCSFTTrainer(
             model=model,
-            args=training,
+            args=trainer_args(training),
             train_dataset=train_ds,
             eval_dataset=eval_ds,
             processing_class=tokenizer,
@@ -197,7 +291,9 @@ def _train(
         tokenizer.save_pretrained(training.output_dir)
         save_recipe(training.output_dir, script, training, model_args, ewc)
         if evaluation is not None:
-            evaluate(evaluation, progress=True)
+            log_results(trainer, evaluate(evaluation, progress=True))
+        if repo_id is not None:
+            publish(script, training, repo_id, Path(evaluation.out) / "results.json" if evaluation else None)
     return trainer
 
 

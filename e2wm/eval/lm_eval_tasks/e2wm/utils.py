@@ -1,9 +1,9 @@
 """Data of the e2wm lm-eval tasks: one corpus task's multiple-choice examples on one test split.
 
-The corpus is, first found: lm-eval metadata ``e2wm_corpus`` (``--metadata e2wm_corpus=DIR``; e2wm's
-own harness passes it), the ``E2WM_CORPUS`` environment variable, or ``outputs/demo/corpus`` in the
-repository holding this file (found from this file's location, not the working directory). It is a
-corpus folder from ``e2wm build``, or a Hub dataset id with the same splits and columns.
+The corpus is, first found: lm-eval metadata ``e2wm_corpus`` (``--metadata e2wm_corpus=DIR``), the
+``E2WM_CORPUS`` environment variable, or ``outputs/demo/corpus`` in the repository holding this file
+(found from this file's location, not the working directory). It is a corpus folder from ``e2wm build``,
+or a Hub dataset id with the same splits and columns.
 """
 
 from __future__ import annotations
