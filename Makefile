@@ -37,7 +37,7 @@ demo: setup $(OUT)/.collected
 		--config recipes/smollm2_ewc_lora_cpu.yaml --dataset $(OUT)/corpus \
 		--fisher_path $(OUT)/fisher-smollm2-135m.safetensors --output_dir $(OUT)/smollm2-135m-ewc-lora
 	$(BIN)/e2wm eval --model smollm2-135m --adapter $(OUT)/smollm2-135m-ewc-lora --corpus $(OUT)/corpus \
-		--suite all --limit 20 --out $(OUT)/eval
+		--suite all --limit 40 --out $(OUT)/eval
 	rm -rf $(OUT)/push
 	$(BIN)/e2wm push --adapter $(OUT)/smollm2-135m-ewc-lora --repo-id e2wm/smollm2-135m-ewc-lora \
 		--results $(OUT)/eval/results.json --dataset $(OUT)/corpus --dataset-repo-id e2wm/virtualhome-qa \

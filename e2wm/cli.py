@@ -270,7 +270,8 @@ def evaluate(config: Any, quiet: bool) -> None:
 
 
 def push(config: Any, quiet: bool) -> None:
-    """Publish a fine-tuned adapter (or the model it merges into), its card and its corpus to the Hub."""
+    """Publish a fine-tuned adapter (or the model it merges into), or a trained video model, with its card
+    (and the corpus, for an adapter) to the Hub."""
     from e2wm.hub.push import push as run_push
 
     results = config.results

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import datasets
 import pytest
-import torch
 import transformers
-from support.tiny_lm import save_tiny_eval_corpus
+from support.tiny_lm import save_tiny_eval_corpus, tiny_llama
 from test_train import argv
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, processors
 from trl import is_conversational
@@ -88,21 +87,8 @@ def chat_lm(conversational, tmp_path_factory) -> Path:
         tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
     )
     tokenizer.chat_template = CHATML
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=len(tokenizer),
-        max_position_embeddings=4096,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
     folder = tmp_path_factory.mktemp("chat_lm")
-    transformers.LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    tiny_llama(len(tokenizer), max_positions=4096).save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return folder
 

@@ -18,6 +18,7 @@ import transformers
 from peft import LoraConfig, get_peft_model
 from support.tiny_lm import save_tiny_corpus, save_tiny_eval_corpus
 from support.tolerances import float32_tolerance, llama_roundings
+from test_train import argv as train_argv
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers
 
 from e2wm.cli import main
@@ -428,13 +429,7 @@ def test_plan_check_of_a_real_corpus_example(tmp_path) -> None:
 
 
 def _train_argv(lm: Path, corpus: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "--model_name_or_path", str(lm), "--dtype", "float32", "--dataset", str(corpus),
-        "--output_dir", str(out), "--use_peft", "true", "--lora_r", "4", "--lora_alpha", "8",
-        "--lora_target_modules", "q_proj", "v_proj", "--max_steps", "2", "--per_device_train_batch_size", "4",
-        "--learning_rate", "0.01", "--use_cpu", "true", "--bf16", "false", "--report_to", "none",
-        "--save_strategy", "no", "--eval_strategy", "no", "--max_length", "64", *extra,
-    ]  # fmt: skip
+    return train_argv(lm, corpus, out, "--max_steps", "2", *extra)
 
 
 def test_training_ends_with_the_suite_on_the_trained_adapter(lm, corpus, tmp_path) -> None:

@@ -8,6 +8,7 @@ from collections import Counter
 
 import pytest
 import torch
+from support.tiny_lm import tiny_llama
 from support.tolerances import float32_tolerance, llama_roundings
 
 from e2wm.errors import E2WMError
@@ -46,20 +47,7 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=VOCAB,
-        max_position_embeddings=128,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    m = transformers.LlamaForCausalLM(config).float()
+    m = tiny_llama(VOCAB, max_positions=128).float()
     m.eval()
     return m
 

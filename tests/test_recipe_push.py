@@ -14,6 +14,7 @@ import pytest
 from huggingface_hub import constants, hf_api
 from support.hub_stand_in import HubStandIn
 from support.tiny_lm import save_tiny_eval_corpus
+from test_train import argv as train_argv
 
 from e2wm.errors import E2WMError
 from e2wm.hub.push import push
@@ -28,13 +29,7 @@ REJECTED = "hf_rejected_secret_recipe_token"
 
 
 def argv(lm: Path, corpus: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "--model_name_or_path", str(lm), "--dtype", "float32", "--dataset", str(corpus),
-        "--output_dir", str(out), "--use_peft", "true", "--lora_r", "4", "--lora_alpha", "8",
-        "--lora_target_modules", "q_proj", "v_proj", "--max_steps", "2", "--per_device_train_batch_size", "4",
-        "--use_cpu", "true", "--bf16", "false", "--report_to", "none", "--save_strategy", "no",
-        "--eval_strategy", "no", "--max_length", "64", "--ewc_lambda", "0", *extra,
-    ]  # fmt: skip
+    return train_argv(lm, corpus, out, "--max_steps", "2", "--ewc_lambda", "0", *extra)
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from e2wm.multimodal.video_io import Caption, Clip
 from e2wm.simulator.virtualhome import resources
 from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator
 from e2wm.training import train_video
+from e2wm.training.recipe import RECIPE_NAME, read_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = sorted((ROOT / "recipes").glob("video_*.yaml"))
@@ -162,6 +163,7 @@ def test_three_stages_train_and_each_output_loads(stages: dict[str, Path], clips
         assert model.config.tokens_per_step == 2
         assert (stages[stage] / "processor_config.json").exists() and not list(stages[stage].glob("*.bin"))
         assert not (stages[stage] / "adapter_config.json").exists()  # stage 3 is merged
+        assert read_recipe(stages[stage] / RECIPE_NAME)[0]["stage"] == int(stage)  # the pushed card names it
         encoded = {k: v for k, v in model.model.video_encoder.state_dict().items()}
         assert all(torch.equal(encoded[k], v) for k, v in encoder.state_dict().items())
     assert E2WMVideoForCausalLM.from_pretrained(stages["3"]).config.decision_loss_weight == 3.0

@@ -4,8 +4,10 @@ An episode is re-executed in the symbolic simulator (as ``e2wm.corpus.trace`` do
 frame: the floor plan of the scene's rooms (their bounding boxes projected onto x/z when every room has
 one; the shipped TrimmedTestScene1 graphs have none, so rooms are then laid out on a grid in id order),
 the objects the episode touches as small squares coloured by state (on, open, off, closed, else plain;
-held objects travel beside their holder), and each person as a coloured dot. An object without a
-bounding box sits at a fixed spot of its room (a hash of its id) or beside what it is on or inside.
+held objects travel beside their holder), and each person as a coloured dot. With ``style="sprites"`` each
+object class has its own shape, pattern and colour instead, and the acting person shows it (sprites.py). An
+object without a bounding box sits at a fixed spot of its room (a hash of its id, and of ``layout_seed`` if
+given: another layout, the grid's rooms shuffled too) or beside what it is on or inside.
 
 Timeline: ``lead_in`` frames of the initial state, then ``frames_per_step`` frames per step. In a step
 the acting person moves, for its first ``move_fraction`` of frames, to stand beside what it acts on
@@ -25,7 +27,7 @@ import os
 import random
 import re
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import cache
@@ -40,6 +42,7 @@ from tqdm import tqdm
 from virtualhome_eval.simulation.evolving_graph.environment import Relation
 
 from e2wm.errors import E2WMError, release
+from e2wm.multimodal.sprites import RGB, Painter
 from e2wm.multimodal.video_io import Caption, Clip
 from e2wm.rollouts.replay import initial_graph, replay_steps, start, touched_objects
 from e2wm.rollouts.shards import load_episodes
@@ -47,7 +50,7 @@ from e2wm.simulator.virtualhome import resources
 from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator
 from e2wm.splits import SPLITS
 
-RGB = tuple[int, int, int]
+STYLES = ("squares", "sprites")
 
 # --- narration ---------------------------------------------------------------------------------------------
 
@@ -185,6 +188,18 @@ class RenderConfig:
     open: RGB = (0, 200, 70)
     off: RGB = (70, 70, 70)
     closed: RGB = (130, 60, 10)
+    style: str = field(
+        default="squares",
+        metadata={
+            "help": "how objects look: squares coloured by state, or sprites: a shape, pattern and colour "
+            "per class (e2wm/multimodal/sprites.py)",
+            "choices": STYLES,
+        },
+    )
+    layout_seed: int | None = field(
+        default=None,
+        metadata={"help": "place objects (and rooms without bounding boxes) by this seed: other layouts"},
+    )
 
     def validate(self) -> None:
         if self.size < 16 or self.size % 2:
@@ -200,11 +215,25 @@ class RenderConfig:
             )
         if not self.room_colours or not self.person_colours:
             raise E2WMError("room_colours and person_colours need at least one colour each")
+        if self.style not in STYLES:
+            raise E2WMError(f"unknown style {self.style!r}: choose from {', '.join(STYLES)}")
 
     @property
     def marker(self) -> int:
-        """Half the side of an object's square, in pixels."""
-        return max(1, round(self.size / 48))
+        """Half the side of an object's square (or sprite tile), in pixels."""
+        return self.sprite // 2 + 1 if self.style == "sprites" else max(1, round(self.size / 48))
+
+    @property
+    def sprite(self) -> int:
+        """The side of a sprite's shape (odd, so it centres on a pixel), without its 1-pixel outline.
+
+        Measured: the 8 shapes x 4 patterns on a floor, through write_clip (H.264, CRF 18, yuv420p) at
+        64x64 and back, binarised (any channel 40 off the floor), each nearest (mask IoU) to its own shape:
+        28/32 at 5 px, 32/32 from 7 px on; but at 7 px the closest pair of shapes (with their outlines)
+        differs in 5% of its pixels, at 9 px in 10%. So 9 px at the default 64 (tile 11 px: a room of the
+        4-room grid holds several), scaled with the frame, never under 7.
+        """
+        return max(7, self.size * 9 // 64) | 1
 
     @property
     def radius(self) -> float:
@@ -282,6 +311,8 @@ class _Plan:
 
     def __init__(self, sim: VirtualHomeSimulator, config: RenderConfig):
         self.sim, self.config = sim, config
+        # Spots hashed with the seed, if any: another layout (no seed: the key, and so the spot, as before).
+        self.seed = () if config.layout_seed is None else (config.layout_seed,)
         rooms = sorted(n.id for n in sim.state.get_nodes_by_attr("category", "Rooms"))
         if not rooms:
             raise E2WMError("scene graph: no rooms to draw")
@@ -289,7 +320,8 @@ class _Plan:
         self.boxes = all(boxes.values())
         if not self.boxes:
             cols = math.ceil(math.sqrt(len(rooms)))
-            boxes = {r: (i % cols, i // cols, i % cols + 1, i // cols + 1) for i, r in enumerate(rooms)}
+            order = sorted(rooms, key=lambda r: _unit("room", r, *self.seed)) if self.seed else rooms
+            boxes = {r: (i % cols, i // cols, i % cols + 1, i // cols + 1) for i, r in enumerate(order)}
         x0, z0 = min(b[0] for b in boxes.values()), min(b[1] for b in boxes.values())
         x1, z1 = max(b[2] for b in boxes.values()), max(b[3] for b in boxes.values())
         span = config.size - 3
@@ -312,6 +344,7 @@ class _Plan:
             )
             cv2.rectangle(self.image, (left, top), (right, bottom), config.wall, 1)
         self._homes: dict[int, tuple[float, float]] = {}
+        self._shown: list[tuple[float, float]] = []  # homes of the nodes drawn (asked for at depth 0)
 
     def _pixels(self, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
         (ox, oz), s = self.origin, self.scale
@@ -321,10 +354,14 @@ class _Plan:
         left, top, right, bottom = self.rooms[room]
         return (left + right) / 2, (top + bottom) / 2
 
-    def beside(self, node: int, anchor: tuple[float, float]) -> tuple[float, float]:
-        """A spot next to ``anchor`` for ``node``: the side is a hash of the node id."""
-        angle = 2 * math.pi * _unit("side", node)
+    def beside(
+        self, node: int, anchor: tuple[float, float], salt: tuple[int, ...] = ()
+    ) -> tuple[float, float]:
+        """A spot next to ``anchor`` for ``node``: the side is a hash of the node id (and ``salt``)."""
+        angle = 2 * math.pi * _unit("side", node, *self.seed, *salt)
         gap = 2 * self.config.marker + 1
+        if self.config.style == "sprites":  # square tiles that do not overlap on a diagonal either
+            gap /= max(abs(math.cos(angle)), abs(math.sin(angle)))
         return anchor[0] + gap * math.cos(angle), anchor[1] + gap * math.sin(angle)
 
     def home(self, node: int, depth: int = 0) -> tuple[float, float]:
@@ -344,19 +381,40 @@ class _Plan:
             left, top, right, bottom = self._pixels(box)
             spot = (left + right) / 2, (top + bottom) / 2
         elif supports and depth < 4:
-            spot = self.beside(node, self.home(supports[0], depth + 1))
+            anchor = self.home(supports[0], depth + 1)
+            spot = self._clear(lambda salt: self.beside(node, anchor, salt))
         elif room is not None:
             left, top, right, bottom = self.rooms[room]
             inset = self.config.radius * 2 + self.config.marker
-            u, v = _unit("x", node), _unit("z", node)
-            spot = (
-                left + inset + u * max(right - left - 2 * inset, 0),
-                top + inset + v * max(bottom - top - 2 * inset, 0),
-            )
+
+            def spot_in_room(salt: tuple[int, ...]) -> tuple[float, float]:
+                u, v = _unit("x", node, *self.seed, *salt), _unit("z", node, *self.seed, *salt)
+                return (
+                    left + inset + u * max(right - left - 2 * inset, 0),
+                    top + inset + v * max(bottom - top - 2 * inset, 0),
+                )
+
+            spot = self._clear(spot_in_room)
         else:
             spot = self.config.size / 2, self.config.size / 2
         self._homes[node] = spot
+        if depth == 0:
+            self._shown.append(spot)
         return spot
+
+    def _clear(self, spot: Callable[[tuple[int, ...]], tuple[float, float]]) -> tuple[float, float]:
+        """``spot(())``; in the sprites look, if it overlaps a shown node, the clearest of 8 salted tries:
+        a sprite hidden under another loses its class."""
+        first = spot(())
+        if self.config.style != "sprites":
+            return first
+
+        def room_left(at: tuple[float, float]) -> float:  # square tiles: the larger of the x and y gaps
+            return min((max(abs(at[0] - o[0]), abs(at[1] - o[1])) for o in self._shown), default=math.inf)
+
+        if room_left(first) >= 2 * self.config.marker + 1:
+            return first
+        return max([first, *(spot((salt,)) for salt in range(1, 8))], key=room_left)
 
 
 # --- rendering ---------------------------------------------------------------------------------------------
@@ -373,10 +431,12 @@ def _approach(start: tuple[float, float], target: tuple[float, float], stand: fl
 
 @dataclass
 class _Keyframes:
-    """Everyone's position before each step, and where free objects rest before each step."""
+    """Everyone's position and where free objects rest before each step; where each step acts (None: a room
+    or nothing)."""
 
     people: list[list[tuple[float, float]]] = field(default_factory=list)
     resting: list[dict[int, tuple[float, float]]] = field(default_factory=list)
+    targets: list[tuple[float, float] | None] = field(default_factory=list)
 
 
 def _keyframes(
@@ -395,6 +455,10 @@ def _keyframes(
     resting = {obj: plan.home(obj) for obj in objects}
     frames = _Keyframes([list(people)], [dict(resting)])
     stand = config.radius + config.marker + 1
+    if (
+        config.style == "sprites"
+    ):  # the actor's ring (2 px out) clear of the target's tile, even on a diagonal
+        stand = config.radius + 3 + config.marker * math.sqrt(2)
 
     def where(node: int, moment: _Moment, people: list[tuple[float, float]]) -> tuple[float, float]:
         if node in chars:
@@ -407,12 +471,15 @@ def _keyframes(
         before, after = moments[k], moments[k + 1]
         actor = step["actor"]
         people = list(people)
+        spot = None
         if step["success"] and step["object_ids"]:
             target = step["object_ids"][-1]
             if sim.node(target).category == "Rooms":
                 people[actor] = in_room(actor, target)
             else:
-                people[actor] = _approach(people[actor], where(target, before, people), stand)
+                spot = where(target, before, people)
+                people[actor] = _approach(people[actor], spot, stand)
+        frames.targets.append(spot)
         resting = dict(resting)
         for obj in objects:
             if obj in after.holder:
@@ -501,7 +568,12 @@ def render_episode(
     if total == 0:
         raise E2WMError(f"episode {episode['episode_id']}: no steps and no lead-in: nothing to render")
     frames = np.empty((total, config.size, config.size, 3), np.uint8)
-    frames[: config.lead_in] = _draw(plan, objects, moments[0], keys.resting[0], keys.people[0])
+    painter = None
+    if config.style == "sprites":
+        painter = Painter(plan.image, config, {obj: sim.node(obj).class_name for obj in objects})
+        frames[: config.lead_in] = painter.frame(moments[:1] * 2, keys.resting[:1] * 2, keys.people[0])
+    else:
+        frames[: config.lead_in] = _draw(plan, objects, moments[0], keys.resting[0], keys.people[0])
     moving = min(config.frames_per_step - 1, max(1, round(config.move_fraction * config.frames_per_step)))
     several = len(sim.state.char_ids) > 1
     captions = []
@@ -515,14 +587,31 @@ def render_episode(
             people[actor] = (x0 + (x1 - x0) * p, y0 + (y1 - y0) * p)
             after = i >= moving
             m = k + 1 if after else k
-            frames[start + i] = _draw(plan, objects, moments[m], keys.resting[m], people)
+            if painter is None:
+                frames[start + i] = _draw(plan, objects, moments[m], keys.resting[m], people)
+                continue
+            # What changes hands or places glides there over the step's frames after the arrival.
+            landing = _smooth((i - moving + 1) / (config.frames_per_step - moving)) if after else 0.0
+            frames[start + i] = painter.frame(
+                (moments[k], moments[m]),
+                (keys.resting[k], keys.resting[m]),
+                people,
+                landing,
+                (actor, keys.targets[k], after) if step["success"] else None,
+            )
         end = start + config.frames_per_step - 1
         if step["success"]:
             slots = caption_slots(
                 step["verb"], step["object_names"], f"person {actor + 1}" if several else None
             )
             captions.append(Caption(end / config.fps, caption_text(slots), slots))
-        frames[end + 1 : end + 1 + pause] = frames[end]
+        if painter is not None and pause:  # the scene stands still, and no one acts in it
+            still = painter.frame(
+                moments[k + 1 : k + 2] * 2, keys.resting[k + 1 : k + 2] * 2, keys.people[k + 1]
+            )
+            frames[end + 1 : end + 1 + pause] = still
+        else:
+            frames[end + 1 : end + 1 + pause] = frames[end]
         start = end + 1 + pause
     return Clip(episode["episode_id"], frames, float(config.fps), captions)
 

@@ -53,6 +53,7 @@ from e2wm.multimodal.video_io import Clip, VideoCaptionDirectory
 from e2wm.training.checkpoints import end_processes, resume_point
 from e2wm.training.config import parse_recipe
 from e2wm.training.models import DEFAULT_MODEL, resolve_model
+from e2wm.training.recipe import save_recipe
 
 STAGES = (1, 2, 3)
 
@@ -415,6 +416,8 @@ def train(script: VideoScriptArguments, training: SFTConfig, model_args: ModelCo
             trainer = train_projector(script, training, model_args)
         else:
             trainer = train_lora(script, training, model_args)
+        if main:  # what made this stage's model: its pushed card names the stage from it
+            save_recipe(training.output_dir, script, training, model_args)
     end_processes(trainer)
     return trainer
 

@@ -57,6 +57,24 @@ WORDS = (
 )
 
 
+def tiny_llama(vocab_size: int, max_positions: int = 256, seed: int = 0) -> transformers.LlamaForCausalLM:
+    """A 2-layer Llama with random weights (seeded); token ids 0, 1, 2 are pad, BOS and EOS."""
+    torch.manual_seed(seed)
+    config = transformers.LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=vocab_size,
+        max_position_embeddings=max_positions,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    return transformers.LlamaForCausalLM(config)
+
+
 def save_tiny_lm(folder: Path, seed: int = 0) -> Path:
     """A 2-layer Llama with a word-level tokenizer, saved as safetensors to ``folder``."""
     vocab = {
@@ -67,21 +85,7 @@ def save_tiny_lm(folder: Path, seed: int = 0) -> Path:
     tokenizer = transformers.PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
     )
-    torch.manual_seed(seed)
-    config = transformers.LlamaConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=len(vocab),
-        max_position_embeddings=256,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    model = transformers.LlamaForCausalLM(config)
-    model.save_pretrained(folder, safe_serialization=True)
+    tiny_llama(len(vocab), seed=seed).save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return folder
 
