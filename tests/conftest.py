@@ -1,5 +1,6 @@
-"""Shared fixtures: a tiny random LM and corpus on disk, a simulator on a shipped scene graph, and helpers
-to find nodes by class. Test helpers live in ``support/``."""
+"""Shared fixtures: a tiny random LM and corpus on disk, a simulator on a shipped scene graph, two episodes
+to render (a replayed program, a two-person exploration), and helpers to find nodes by class. Test
+helpers live in ``support/``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import pytest
 import torch
 from support.tiny_lm import save_tiny_corpus, save_tiny_lm
 
+from e2wm.agents.explore import ExploreConfig, explore_episode
+from e2wm.agents.replay import replay
 from e2wm.simulator.protocol import Action
 from e2wm.simulator.virtualhome import resources
 from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator
@@ -34,6 +37,28 @@ def lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny training corpus in the layout ``e2wm build`` saves (``support.tiny_lm``)."""
     return save_tiny_corpus(tmp_path_factory.mktemp("corpus") / "corpus")
+
+
+@pytest.fixture(scope="module")
+def drink() -> dict:
+    """The replay of 'Drink': walk to the dining room, open the cupboard, grab a water glass, pour, drink,
+    ..., put it back in the cupboard."""
+    return replay(VirtualHomeSimulator(), resources.program_by_id("file628_2"), seed=0)
+
+
+@pytest.fixture(scope="module")
+def pair() -> dict:
+    """A random two-person episode: curtains, a skirt put in a curtain, a mat put back on the floor, ..."""
+    program = resources.program_by_id("file331_2")
+    return explore_episode(
+        VirtualHomeSimulator(),
+        program.graphs()[0],
+        program.id,
+        "train",
+        ExploreConfig(length=12, people=2),
+        seed=3,
+        episode_id="random-test-000000",
+    )
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from e2wm.agents.explore import ExploreConfig, explore_episode
-from e2wm.agents.replay import replay
 from e2wm.cli import main
 from e2wm.errors import E2WMError
 from e2wm.multimodal.render import (
@@ -27,30 +25,8 @@ from e2wm.multimodal.video_io import VideoCaptionDirectory, load_captions, load_
 from e2wm.rollouts.schema import SCHEMA
 from e2wm.rollouts.shards import write_parquet
 from e2wm.simulator.virtualhome import resources
-from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator
 
 CONFIG = RenderConfig(pause_rate=0.0)  # a fixed timeline: step k ends at frame lead_in + 8 (k + 1) - 1
-
-
-@pytest.fixture(scope="module")
-def drink() -> dict:
-    """The replay of 'Drink': walk to the dining room, open the cupboard, grab a glass, pour, drink, ..."""
-    return replay(VirtualHomeSimulator(), resources.program_by_id("file628_2"), seed=0)
-
-
-@pytest.fixture(scope="module")
-def pair() -> dict:
-    """A random two-person episode."""
-    program = resources.program_by_id("file331_2")
-    return explore_episode(
-        VirtualHomeSimulator(),
-        program.graphs()[0],
-        program.id,
-        "train",
-        ExploreConfig(length=12, people=2),
-        seed=3,
-        episode_id="random-test-000000",
-    )
 
 
 def _mask(frame: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:

@@ -11,7 +11,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from e2wm.agents.explore import ExploreConfig, explore_episode
 from e2wm.agents.replay import replay
 from e2wm.cli import main
 from e2wm.errors import E2WMError
@@ -30,27 +29,6 @@ MOVING = round(SPRITES.move_fraction * STEP)  # the first frame of a step's effe
 # ninth may hide (a 3 x 3 corner of an 11 x 11 tile, or of a bar's 55), while a closed tile over an open one
 # or a tile shifted by a pixel misses its outline on two sides, over a third of a bar's pixels.
 SHARE = 0.85
-
-
-@pytest.fixture(scope="module")
-def drink() -> dict:
-    """'Drink': walk to the dining room, open the cupboard, grab a water glass, ..., put it back in it."""
-    return replay(VirtualHomeSimulator(), resources.program_by_id("file628_2"), seed=0)
-
-
-@pytest.fixture(scope="module")
-def pair() -> dict:
-    """A random two-person episode: curtains, a skirt put in a curtain, a mat put back on the floor, ..."""
-    program = resources.program_by_id("file331_2")
-    return explore_episode(
-        VirtualHomeSimulator(),
-        program.graphs()[0],
-        program.id,
-        "train",
-        ExploreConfig(length=12, people=2),
-        seed=3,
-        episode_id="random-test-000000",
-    )
 
 
 def _spots(

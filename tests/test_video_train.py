@@ -14,7 +14,6 @@ from support.jobs import kill_midway
 from support.tiny_lm import save_tiny_lm
 
 from e2wm.agents.explore import ExploreConfig, explore_episode
-from e2wm.agents.replay import replay
 from e2wm.cli import main
 from e2wm.errors import E2WMError
 from e2wm.multimodal import E2WMVideoForCausalLM, VideoEncoder
@@ -41,10 +40,9 @@ TRAINING = [
 
 
 @pytest.fixture(scope="module")
-def clips(tmp_path_factory) -> Path:
+def clips(tmp_path_factory, drink: dict) -> Path:
     """Two rendered clips at 32x32: the replay of 'Drink' and a short random episode."""
     folder = tmp_path_factory.mktemp("clips")
-    drink = replay(VirtualHomeSimulator(), resources.program_by_id("file628_2"), seed=0)
     program = resources.program_by_id("file331_2")
     wander = explore_episode(
         VirtualHomeSimulator(),

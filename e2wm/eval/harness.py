@@ -11,10 +11,11 @@ rule); lm-eval has neither of the other two, so ``mean`` (per token) is scored b
 ``acc_norm`` and ``unconditional`` (minus the answer's log-likelihood after "Answer:") by
 ``acc_mutual_info`` (after lm-eval's empty context, the tokenizer's start token).
 
-The model is loaded as the default backend loads it (``e2wm.eval.models.load_model``: an embedded name, a
-local directory or a Hub id, from safetensors, in the configured device and dtype; the adapter a directory
-or a Hub id fetched by ``EvalConfig.resolved``) and handed to lm-eval as an object: lm-eval itself loads
-nothing and makes no network call.
+Under ``e2wm eval`` lm-eval scores the model the run already holds, in the variant and precision being
+scored. Called alone, the model is loaded as the default backend loads it
+(``e2wm.eval.models.load_model``: an embedded name, a local directory or a Hub id, from safetensors, in the
+configured device and dtype; the adapter a directory or a Hub id fetched by ``EvalConfig.resolved``). It is
+handed to lm-eval as an object: lm-eval itself loads nothing and makes no network call.
 """
 
 from __future__ import annotations
@@ -130,30 +131,32 @@ def lm_eval_rows(
     variant: str,
     samples: Mapping[tuple[str, str], Sequence[dict]],
     progress: bool = False,
+    loaded: tuple[Any, Any] | None = None,
 ) -> list[dict]:
     """Accuracy rows (results schema) of ``variant`` on the multiple-choice tasks of ``samples``, (split,
     task) -> examples (``sample_examples``, prompted), scored by lm-eval in ``config``'s forms and (as
     ``METRICS``) normalizations; other tasks are left out. lm-eval shows its progress bars with
-    ``progress``."""
+    ``progress``. ``loaded``: the (model, tokenizer) ``e2wm eval`` already runs, already checked and set to
+    the variant and precision; without it the variant's model is checked and loaded here."""
     from e2wm.eval.models import adapter_sha256, compute_context, load_model
     from e2wm.training.models import check_model
 
     docs = harness_docs(samples, config.mc_forms())
     if not docs:
         raise E2WMError("no multiple-choice examples for lm-eval to score")
-    config = _variant_config(config, variant)
-    check_model(config.model)
-    if config.adapter is not None:
-        adapter_sha256(config.adapter, config.model)  # a whole adapter that fits, before loading
     metrics = {task: METRICS[norm] for task, norm in config.normalizations().items()}
     names = {key: harness_task(key[1], key[0]) for key in docs}
-    model, tokenizer = load_model(config)
-    with compute_context(config):
-        results = run_tasks(
-            harness_lm(model, tokenizer, config.batch_size),
-            [task_config(names[key], exs, metrics[key[1]]) for key, exs in docs.items()],
-            progress,
-        )
+    configs = [task_config(names[key], exs, metrics[key[1]]) for key, exs in docs.items()]
+    if loaded is not None:
+        results = run_tasks(harness_lm(*loaded, config.batch_size), configs, progress)
+    else:
+        config = _variant_config(config, variant)
+        check_model(config.model)
+        if config.adapter is not None:
+            adapter_sha256(config.adapter, config.model)  # a whole adapter that fits, before loading
+        model, tokenizer = load_model(config)
+        with compute_context(config):
+            results = run_tasks(harness_lm(model, tokenizer, config.batch_size), configs, progress)
     rows = []
     for (split, task), exs in docs.items():
         scored = sorted(results["samples"][names[(split, task)]], key=lambda s: s["doc_id"])

@@ -214,7 +214,7 @@ def evaluate(config: EvalConfig, progress: bool = False) -> dict[str, Any]:
     )
     local_mc = [item for item in mc_items if item[0] not in harness_splits]
     model = tokenizer = None
-    if config.suite != "embodied" or local_mc or generative:
+    if config.suite != "embodied" or mc_items or generative:  # one model for every variant and scorer
         _say(
             progress,
             f"loading {config.model}" + (f" with adapter {config.adapter}" if config.adapter else ""),
@@ -231,13 +231,13 @@ def evaluate(config: EvalConfig, progress: bool = False) -> dict[str, Any]:
     harness_rows: list[dict[str, Any]] = []
     perplexities = {}
     for variant in config.variants():
-        if harness_splits and len(local_mc) < len(mc_items):
-            from e2wm.eval.harness import lm_eval_rows
-
-            _say(progress, f"{variant}: multiple choice with lm-evaluation-harness")
-            in_harness = {key: exs for key, exs in samples.items() if key[0] in harness_splits}
-            harness_rows += lm_eval_rows(config, variant, in_harness, progress)
         with as_variant(model, variant), compute_context(config):
+            if harness_splits and len(local_mc) < len(mc_items):
+                from e2wm.eval.harness import lm_eval_rows
+
+                _say(progress, f"{variant}: multiple choice with lm-evaluation-harness")
+                in_harness = {key: exs for key, exs in samples.items() if key[0] in harness_splits}
+                harness_rows += lm_eval_rows(config, variant, in_harness, progress, (model, tokenizer))
             if local_mc:
                 _say(progress, f"{variant}: multiple choice, {len(local_mc)} examples")
                 records += score_multiple_choice(model, tokenizer, local_mc, config, variant, progress)
