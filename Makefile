@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 $(OUT)/.collected: | $(STAMP)
 	$(BIN)/e2wm collect --agent replay --workers 2 --out $(OUT)/rollouts
 	$(BIN)/e2wm collect --agent mcts --episodes 24 --workers 2 --shard-size 8 --out $(OUT)/rollouts
-	$(BIN)/e2wm collect --agent random --episodes 300 --length 30 --workers 2 --shard-size 25 --out $(OUT)/rollouts
+	$(BIN)/e2wm collect --agent random --episodes 600 --length 30 --workers 2 --shard-size 25 --out $(OUT)/rollouts
 	touch $@
 
 demo: setup $(OUT)/.collected
@@ -52,7 +52,8 @@ demo-video: setup $(OUT)/.collected
 		--config recipes/video_stage2_projector_cpu.yaml
 	$(BIN)/accelerate launch --config_file accelerate_configs/cpu.yaml -m e2wm.training.train_video \
 		--config recipes/video_stage3_lora_cpu.yaml
-	$(BIN)/e2wm stream --model outputs/video/stage3-lora --rollouts $(OUT)/rollouts --split test_seen --episodes 4
+	$(BIN)/e2wm stream --model outputs/video/stage3-lora --rollouts $(OUT)/rollouts --split test_seen --episodes 4 \
+		--layout-seed 1
 
 test: setup
 	$(BIN)/pytest -q

@@ -198,7 +198,13 @@ def stream(config: Any, quiet: bool) -> None:
         from e2wm.multimodal.data import rollout_clips
         from e2wm.multimodal.render import RenderConfig
 
-        look = RenderConfig(size=max(16, size + size % 2), fps=round(fps))
+        video = narrator.model.config.video_config
+        look = RenderConfig(
+            size=max(16, size + size % 2),
+            fps=round(fps),
+            style=video.render_style,
+            layout_seed=config.layout_seed,
+        )
         clips = rollout_clips(config.rollouts, config.split, config.episodes, look)
     result = evaluate_stream(
         narrator,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 import yaml
@@ -17,9 +19,23 @@ from e2wm.agents.explore import ExploreConfig, explore_episode
 from e2wm.cli import main
 from e2wm.errors import E2WMError
 from e2wm.multimodal import E2WMVideoForCausalLM, VideoEncoder
-from e2wm.multimodal.data import EVENT_CLASSES, IGNORE, clip_windows, event_labels
+from e2wm.multimodal import data as video_data
+from e2wm.multimodal.data import (
+    EVENT_CLASSES,
+    IGNORE,
+    OTHER,
+    EventWindows,
+    clip_windows,
+    event_labels,
+    slot_labels,
+    slot_vocabulary,
+)
+from e2wm.multimodal.pretraining import covariance_term, variance_term
+from e2wm.multimodal.probe import probe_accuracy
 from e2wm.multimodal.render import RenderConfig, render_episode, write_clip
-from e2wm.multimodal.video_io import Caption, Clip
+from e2wm.multimodal.video_io import Caption, Clip, VideoCaptionDirectory
+from e2wm.rollouts.schema import SCHEMA
+from e2wm.rollouts.shards import write_parquet
 from e2wm.simulator.virtualhome import resources
 from e2wm.simulator.virtualhome.backend import VirtualHomeSimulator
 from e2wm.training import train_video
@@ -114,8 +130,39 @@ def test_every_video_recipe_parses_and_names_its_launch_command(recipe: Path) ->
     assert model_args.use_peft == (script.stage == 3)
 
 
-def test_three_recipes_one_per_stage() -> None:
-    assert sorted(yaml.safe_load(r.read_text())["stage"] for r in RECIPES) == [1, 2, 3]
+def test_one_recipe_per_stage_and_stage_0_names_how_stage_1_starts_from_it() -> None:
+    assert sorted(yaml.safe_load(r.read_text())["stage"] for r in RECIPES) == [0, 1, 2, 3]
+    stage0 = next(r for r in RECIPES if "stage0" in r.name)
+    assert f"--init_from {yaml.safe_load(stage0.read_text())['output_dir']}`" in stage0.read_text()
+
+
+def test_the_anti_collapse_terms() -> None:
+    constant = torch.ones(5, 3)
+    assert variance_term(constant).item() == pytest.approx(1 - 1e-2, abs=1e-6)  # std sqrt(0 + 1e-4)
+    x = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    # two equal dimensions of variance 4/3: off-diagonal covariances 4/3 twice, squared, per dimension
+    assert covariance_term(torch.stack([x, x], dim=1)).item() == pytest.approx(16 / 9, rel=1e-6)
+    assert covariance_term(torch.stack([x, torch.tensor([1.0, 1.0, -1.0, -1.0])], dim=1)).item() == 0.0
+
+
+def test_stage_0_pretrains_the_encoder_that_stage_1_starts_from(clips: Path, tmp_path: Path) -> None:
+    data = ["--clips", str(clips), *ENCODER, *TRAINING]
+    stage0 = train_video.train(
+        *train_video.parse(["--stage", "0", *data, "--output_dir", str(tmp_path / "0")])
+    )
+    losses = [h["loss"] for h in stage0.state.log_history if "loss" in h]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    pretrained = VideoEncoder.from_pretrained(tmp_path / "0", use_safetensors=True)
+    assert "labels" not in stage0.train_dataset[0]  # stage 0 never sees a caption
+    # stage 1 from it, at learning rate 0: its encoder is stage 0's, trained on half the windows
+    argv = ["--stage", "1", *data, "--init_from", str(tmp_path / "0"), "--label_fraction", "0.5"]
+    stage1 = train_video.train(
+        *train_video.parse([*argv, "--learning_rate", "0", "--output_dir", str(tmp_path / "1")])
+    )
+    n = len(EventWindows(VideoCaptionDirectory(clips, 32, 16.0), 32, None, 32))
+    assert len(stage1.train_dataset) == round(n / 2)
+    encoder = VideoEncoder.from_pretrained(tmp_path / "1", use_safetensors=True)
+    assert all(torch.equal(v, pretrained.state_dict()[k]) for k, v in encoder.state_dict().items())
 
 
 def _clip(frames: int, times: list[float], fps: float = 16.0) -> Clip:
@@ -147,15 +194,60 @@ def test_short_clip_is_padded_with_its_last_frame_and_unknown_verbs_are_ignored(
         clip_windows(clip, 18)
 
 
+def test_slot_labels_name_the_verb_object_place_and_actor() -> None:
+    clip = _clip(16, [])
+    clip.captions += [
+        Caption(0.3, "person 2 put the mug in the fridge"),  # frame 4, step 1: slots parsed from the text
+        Caption(0.55, "", {"verb": "grab", "object": "cup"}),  # frame 8, step 2: slots given
+    ]
+    vocabulary = slot_vocabulary([clip])
+    assert vocabulary == {
+        "object": [OTHER, "cup", "mug"],
+        "place": [OTHER, "fridge"],
+        "actor": [OTHER, "person 2"],
+    }
+    putin, grab = EVENT_CLASSES.index("putin"), EVENT_CLASSES.index("grab")
+    none = [0, IGNORE, IGNORE, IGNORE]
+    assert slot_labels(clip, vocabulary) == [none, [putin, 2, 1, 1], [grab, 1, IGNORE, IGNORE], none]
+    # a value the training captions never stated is OTHER: scored, and never right
+    assert slot_labels(clip, {**vocabulary, "object": [OTHER, "cup"]})[1] == [putin, 0, 1, 1]
+
+
+def test_a_linear_probe_reads_a_linear_slot_and_otherwise_guesses_the_majority() -> None:
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 2, size=(240, 2))
+    # two features carry the class's bits by their sign, 1 or more away from 0; four are noise
+    signal = (2 * bits - 1) * (1 + rng.random((240, 2)))
+    x = np.concatenate([signal, rng.normal(size=(240, 4))], axis=1).astype(np.float32)
+    y = bits[:, 0] + 2 * bits[:, 1]
+    assert probe_accuracy(x[:180], y[:180], x[180:], y[180:], num_classes=4) == 1.0
+    # features that say nothing: the bias learns the class shares, so the probe says the majority, 0
+    blank = np.zeros((10, 3), dtype=np.float32)
+    assert probe_accuracy(blank, [0] * 5 + [1] * 3 + [2] * 2, blank[:4], [0, 0, 1, 2], num_classes=3) == 0.5
+    # one training row (a tenth of few labels): its class, not a NaN from the standardisation
+    assert probe_accuracy(np.ones((1, 3), np.float32), [1], blank[:2], [1, 0], num_classes=2) == 0.5
+
+
 def test_three_stages_train_and_each_output_loads(stages: dict[str, Path], clips: Path) -> None:
-    (eval1,) = [
-        h for h in stages["log1"] if "eval_loss" in h
-    ]  # event accuracy of stage 1, a loss for stage 2
+    # stage 1: slot accuracies (evaluated in training, then once more for its report); stage 2: a loss
+    *_, eval1 = [h for h in stages["log1"] if "eval_loss" in h]
     assert 0 <= eval1["eval_accuracy"] <= 1 and 0 <= eval1["eval_event_accuracy"] <= 1
+    # the majority guess, computed here from the (eval = train) clips' labels
+    rows = EventWindows(VideoCaptionDirectory(clips, 32, 16.0), 32, None, 32)
+    labels = torch.cat(rows.labels)
+    objects = labels[(labels[:, 0] > 0) & (labels[:, 1] != IGNORE), 1]
+    share = float((objects == torch.mode(objects).values).float().mean())
+    assert eval1["eval_object_majority"] == pytest.approx(share, abs=1e-6)
+    assert 0 <= eval1["eval_object_accuracy"] <= 1
+    report = json.loads((stages["1"] / "slot_accuracy.json").read_text())
+    assert report["encoder"]["eval_object_majority"] == eval1["eval_object_majority"]
+    assert {"event", "object"} <= report["raw_frame_probe"].keys()
+    assert all(0 <= v <= 1 for v in report["raw_frame_probe"].values())
     assert [h["step"] for h in stages["log2"] if "eval_loss" in h] == [2]
     encoder = VideoEncoder.from_pretrained(stages["1"], use_safetensors=True)
     assert encoder.config.image_size == 32 and encoder.config.hidden_size == 24
     assert encoder.config.id2label[0] == "none" and len(encoder.config.id2label) == len(EVENT_CLASSES)
+    assert encoder.config.slot_labels == rows.vocabulary and encoder.config.render_style == "sprites"
     for stage in ("2", "3"):
         model = E2WMVideoForCausalLM.from_pretrained(stages[stage], use_safetensors=True)
         assert model.config.tokens_per_step == 2
@@ -220,6 +312,24 @@ def test_stream_prints_utterances_frames_per_second_and_metrics(stages, clips, c
     out = capsys.readouterr().out
     assert not re.search(r"^\[", out, re.M) and "of 1 clip(s)" in out
     assert "precision 1.000 recall 0.000 F1 0.000" in out  # silence: nothing said, every caption missed
+
+
+def test_stream_renders_rollouts_as_the_encoder_saw_them(stages, drink, tmp_path, monkeypatch, capsys):
+    rollouts = tmp_path / "rollouts"
+    rollouts.mkdir()
+    write_parquet(pa.Table.from_pylist([drink], schema=SCHEMA), rollouts / "x-00000-of-00001.parquet")
+    looks = []
+
+    def rendered(rollouts, split, episodes, look):
+        looks.append(look)
+        return real(rollouts, split, episodes, look)
+
+    real = video_data.rollout_clips
+    monkeypatch.setattr(video_data, "rollout_clips", rendered)
+    main(["stream", "--model", str(stages["3"]), "--rollouts", str(rollouts), "--layout-seed", "7"])
+    assert "streamed" in capsys.readouterr().out
+    [look] = looks
+    assert (look.style, look.layout_seed, look.size, look.fps) == ("sprites", 7, 32, 16)
 
 
 def test_stream_a_video_without_captions_and_bad_inputs(stages, clips, tmp_path, capsys) -> None:
@@ -289,7 +399,11 @@ def test_a_killed_stage_reruns_to_the_weights_of_an_uninterrupted_run(stage, sta
 def test_bad_training_configs_exit_2_with_one_line(stages, clips, tmp_path, capsys) -> None:
     base = ["--clips", str(clips), "--output_dir", str(tmp_path / "out"), "--use_cpu", "true"]
     bad = [
-        (["--stage", "4", *base], "stage must be 1, 2 or 3"),
+        (["--stage", "4", *base], "stage must be 0, 1, 2 or 3"),
+        (["--stage", "0", *base, "--init_from", str(stages["1"])], "stage 0 trains a new encoder"),
+        (["--stage", "0", *base, "--window_frames", "32", "--predict_steps", "8"], "predict_steps must be"),
+        (["--stage", "1", *base, "--label_fraction", "0"], "label_fraction must be in (0, 1]"),
+        (["--stage", "1", *base, "--render_style", "cubes"], "unknown render_style 'cubes'"),
         (["--stage", "3", *base], "stage 3 needs init_from"),
         (["--stage", "3", "--init_from", str(stages["2"]), *base], "set use_peft"),
         (["--stage", "2", "--init_from", str(stages["2"]), *base], "not a 'e2wm_video_encoder' one"),

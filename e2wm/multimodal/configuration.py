@@ -19,13 +19,15 @@ class VideoEncoderConfig(PreTrainedConfig):
     channels and ``stage_expand_ratios[i]`` times wider depthwise convolutions; its first block strides by
     ``stage_temporal_strides[i]`` in time and ``stage_spatial_strides[i]`` in space. The temporal strides
     multiply to 4. ``image_size`` and ``fps`` describe the frames the encoder is trained on (the processor
-    resizes to ``image_size``; the streaming narrator reads timestamps with ``fps``).
+    resizes to ``image_size``; the streaming narrator reads timestamps with ``fps``), ``render_style`` their
+    look when they were rendered rollouts (``e2wm stream --rollouts`` renders them so).
     """
 
     model_type = "e2wm_video_encoder"
 
     image_size: int = 64
     fps: float = 16.0
+    render_style: str = "squares"
     num_channels: int = 3
     stem_channels: int = 16
     stage_channels: list[int] | tuple[int, ...] = (16, 24, 40, 64)

@@ -1,4 +1,4 @@
-"""Clips -> training rows: fixed-length windows with re-timed captions, then per-step event labels (encoder
+"""Clips -> training rows: fixed-length windows with re-timed captions, then per-step event slots (encoder
 pretraining) or stream sequences with precomputed encoder features (projector alignment and LoRA).
 
 Every window has ``window_frames`` frames (a multiple of 4), so the rows of a batch have as many feature steps
@@ -9,6 +9,7 @@ which nothing happens).
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -26,9 +27,13 @@ from e2wm.multimodal.render import TEMPLATES, RenderConfig, parse_caption, rende
 from e2wm.multimodal.video_io import Clip
 from e2wm.rollouts.shards import load_episodes
 
-# Stage-1 classes: what happened in a feature step, by the verb of its caption.
+# Stage-1 classes: what happened in a feature step, by the verb of its caption, and the slots it predicts:
+# the verb, what was acted on, where it went (put in/on) and who acted (episodes with several people).
 EVENT_CLASSES: tuple[str, ...] = ("none", *TEMPLATES)
-IGNORE = -100  # a step with a caption whose verb is not a known class: not scored
+VERBS = frozenset(TEMPLATES)
+SLOTS: tuple[str, ...] = ("verb", "object", "place", "actor")
+OTHER = "<other>"  # a slot value no training caption states: scored, never predicted
+IGNORE = -100  # not scored: a slot the step's caption does not state, or a verb with no known class
 
 
 def clip_windows(clip: Clip, window_frames: int, stride: int | None = None) -> list[Clip]:
@@ -64,38 +69,95 @@ def _window(clip: Clip, start: int, length: int) -> Clip:
     return Clip(f"{clip.name}@{start}", clip.frames[start : start + length], clip.fps, captions)
 
 
-def event_labels(clip: Clip) -> list[int]:
-    """One class index per feature step: the verb of the caption said in that step, else ``none``.
+def step_slots(clip: Clip) -> list[dict[str, str] | None]:
+    """Per feature step, the slots of the (first) caption said in it, else None.
 
-    The verb is the caption's ``verb`` slot, or what its text parses to with the renderer's templates;
-    a step whose caption has no known verb is ``IGNORE``d.
+    The slots are the caption's own, or what its text parses to with the renderer's templates ({} if
+    nothing fits).
     """
     steps = len(clip.frames) // FRAMES_PER_STEP
-    labels = [0] * steps
+    said: list[dict[str, str] | None] = [None] * steps
     for caption in clip.captions:
         step = int(caption.time * clip.fps + 1e-6) // FRAMES_PER_STEP
-        if step < steps and labels[step] == 0:
-            verb = caption.slots.get("verb") or (parse_caption(caption.text) or {}).get("verb")
-            labels[step] = EVENT_CLASSES.index(verb) if verb in EVENT_CLASSES[1:] else IGNORE
-    return labels
+        if step < steps and said[step] is None:
+            said[step] = dict(caption.slots) if "verb" in caption.slots else parse_caption(caption.text) or {}
+    return said
+
+
+def event_labels(clip: Clip) -> list[int]:
+    """One class index per feature step: the verb of the caption said in that step, else ``none``; a step
+    whose caption has no known verb is ``IGNORE``d."""
+    return [
+        0 if slots is None else EVENT_CLASSES.index(slots["verb"]) if slots.get("verb") in VERBS else IGNORE
+        for slots in step_slots(clip)
+    ]
+
+
+def slot_vocabulary(clips: Iterable[Clip]) -> dict[str, list[str]]:
+    """The classes of each slot but the verb: ``OTHER``, then every value the clips' captions state."""
+    values: dict[str, set[str]] = {slot: set() for slot in SLOTS[1:]}
+    for clip in clips:
+        for slots in step_slots(clip):
+            for slot in SLOTS[1:]:
+                if slots and slot in slots:
+                    values[slot].add(slots[slot])
+    return {slot: [OTHER, *sorted(found)] for slot, found in values.items()}
+
+
+def slot_labels(clip: Clip, vocabulary: dict[str, list[str]]) -> list[list[int]]:
+    """Per feature step, one class index per slot of ``SLOTS``: the verb as ``event_labels`` gives it; for
+    the other slots the value's index in ``vocabulary`` (``OTHER``, 0, for a value it lacks), ``IGNORE``
+    where the step's caption states no such slot or has no known verb."""
+    index = {slot: {name: i for i, name in enumerate(names)} for slot, names in vocabulary.items()}
+    rows = []
+    for verb, slots in zip(event_labels(clip), step_slots(clip), strict=True):
+        row = [verb]
+        for slot in SLOTS[1:]:
+            value = (slots or {}).get(slot)
+            row.append(IGNORE if value is None or verb == IGNORE else index[slot].get(value, 0))
+        rows.append(row)
+    return rows
 
 
 class EventWindows(Dataset):
-    """Stage-1 rows: ``pixel_values_videos`` ``[3, W, S, S]`` and per-step event ``labels`` ``[W // 4]``."""
+    """Stage-1 rows: ``pixel_values_videos`` ``[3, W, S, S]`` and per-step ``labels`` ``[W // 4, len(SLOTS)]``
+    (``slot_labels``), over ``vocabulary`` (default: the one these windows' captions make).
 
-    def __init__(self, clips: Iterable[Clip], window_frames: int, stride: int | None, image_size: int):
-        self.image_size = image_size
+    ``share`` < 1 keeps that share of the windows (a seeded draw: a smaller label budget); ``labelled=False``
+    leaves the labels out of the rows (stage 0 learns from the frames alone).
+    """
+
+    def __init__(
+        self,
+        clips: Iterable[Clip],
+        window_frames: int,
+        stride: int | None,
+        image_size: int,
+        vocabulary: dict[str, list[str]] | None = None,
+        share: float = 1.0,
+        labelled: bool = True,
+    ):
+        self.image_size, self.labelled = image_size, labelled
         self.windows = [w for clip in clips for w in clip_windows(clip, window_frames, stride)]
         if not self.windows:
             raise E2WMError("no clips to train on")
-        self.labels = [torch.tensor(event_labels(w)) for w in self.windows]
+        if share < 1:
+            n = len(self.windows)
+            kept = random.Random(f"share:{share}").sample(range(n), max(1, round(share * n)))
+            self.windows = [self.windows[i] for i in sorted(kept)]
+        self.vocabulary = vocabulary or slot_vocabulary(self.windows)
+        self.labels = [torch.tensor(slot_labels(w, self.vocabulary)) for w in self.windows]
 
     def __len__(self) -> int:
         return len(self.windows)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         pixels = frames_to_pixels(self.windows[index].frames, self.image_size)
-        return {"pixel_values_videos": pixels, "labels": self.labels[index]}
+        return (
+            {"pixel_values_videos": pixels, "labels": self.labels[index]}
+            if self.labelled
+            else {"pixel_values_videos": pixels}
+        )
 
 
 @torch.no_grad()

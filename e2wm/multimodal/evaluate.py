@@ -44,6 +44,9 @@ class StreamConfig:
         default=None, metadata={"help": "--rollouts: only this split's episodes", "choices": SPLITS}
     )
     episodes: int | None = field(default=None, metadata={"help": "--rollouts, --clips: the first N only"})
+    layout_seed: int | None = field(
+        default=None, metadata={"help": "--rollouts: place objects by this seed (a layout not trained on)"}
+    )
     threshold: float = field(default=0.5, metadata={"help": "keep watching while p(<next>) >= this"})
     tolerance: float = field(default=1.0, metadata={"help": "seconds an utterance may be off its caption"})
     realtime: bool = field(default=False, metadata={"help": "feed frames at the video's rate, not at once"})

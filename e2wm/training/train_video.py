@@ -1,10 +1,15 @@
-r"""Train the video narrator in three stages, each from a recipe and the previous stage's output:
+r"""Train the video narrator in three stages (and an optional stage 0), each from a recipe and the previous
+stage's output:
 
     accelerate launch --config_file accelerate_configs/cpu.yaml -m e2wm.training.train_video \
         --config recipes/X.yaml
 
-1. ``stage: 1`` encoder pretraining: the causal video encoder and a linear head classify, per feature step (4
-   frames), the event that happened in it (the verb of its caption, or none). Saves the encoder.
+0. ``stage: 0`` (optional) encoder pretraining without labels: the encoder learns to predict its own
+   features a few steps ahead (``e2wm.multimodal.pretraining``); stage 1 starts from it with ``init_from``.
+1. ``stage: 1`` encoder pretraining: the causal video encoder and linear heads classify, per feature step (4
+   frames), the event that happened in it: its caption's verb (or none), object, place and actor. Saves the
+   encoder; with eval clips, each slot's accuracy beside the training majority and a linear probe on the raw
+   frames (``slot_accuracy.json``).
 2. ``stage: 2`` projector alignment: the LM (``model_name_or_path``) and the stage-1 encoder (``init_from``)
    are frozen; the projector learns to turn the encoder's features into LM tokens on which the LM keeps
    watching (``<next>``) or narrates (``<feedback> ... </feedback>``). Saves the model and its processor.
@@ -12,7 +17,8 @@ r"""Train the video narrator in three stages, each from a recipe and the previou
    model (``init_from``). Saves the merged model, which ``e2wm stream --model OUTPUT_DIR`` loads.
 
 The recipe maps onto ``VideoScriptArguments``, TRL's ``SFTConfig`` and ``ModelConfig``; flags override it.
-Clips come from a directory (NAME.mp4 + NAME.json) or are rendered from rollout shards into a cache. The
+Clips come from a directory (NAME.mp4 + NAME.json) or are rendered from rollout shards into a cache (in
+``render_style``; ``eval_layout_seed`` places the eval renders' objects where training never saw them). The
 encoder is frozen in stages 2 and 3, so its features are computed once, before training. A run whose
 ``output_dir`` holds checkpoints resumes from the last one.
 """
@@ -20,6 +26,7 @@ encoder is frozen in stages 2 and 3, so its features are computed once, before t
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -46,23 +53,40 @@ from transformers.modeling_outputs import TokenClassifierOutput
 from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 
 from e2wm.errors import E2WMError, error_line, libraries_deprecation, reported
-from e2wm.files import output_lock
+from e2wm.files import output_lock, staged_file
 from e2wm.multimodal import E2WMVideoForCausalLM, E2WMVideoProcessor, VideoEncoder, VideoEncoderConfig
-from e2wm.multimodal.data import EVENT_CLASSES, IGNORE, EventWindows, FeatureCollator, stream_rows
+from e2wm.multimodal.data import (
+    EVENT_CLASSES,
+    IGNORE,
+    OTHER,
+    SLOTS,
+    EventWindows,
+    FeatureCollator,
+    stream_rows,
+)
+from e2wm.multimodal.pretraining import VideoFuturePredictor
+from e2wm.multimodal.probe import probe_accuracy, step_pixels
+from e2wm.multimodal.render import STYLES, RenderConfig, render_rollouts
 from e2wm.multimodal.video_io import Clip, VideoCaptionDirectory
 from e2wm.training.checkpoints import end_processes, resume_point
 from e2wm.training.config import parse_recipe
 from e2wm.training.models import DEFAULT_MODEL, resolve_model
 from e2wm.training.recipe import save_recipe
 
-STAGES = (1, 2, 3)
+STAGES = (0, 1, 2, 3)
 
 
 @dataclass
 class VideoScriptArguments:
     """Which stage to train, on which clips, and the shape of the encoder and of the stream sequences."""
 
-    stage: int = field(default=1, metadata={"help": "1 encoder pretraining, 2 projector alignment, 3 LoRA"})
+    stage: int = field(
+        default=1,
+        metadata={
+            "help": "0 encoder pretraining without labels (optional), 1 encoder pretraining on event slots, "
+            "2 projector alignment, 3 LoRA"
+        },
+    )
     clips: str | None = field(default=None, metadata={"help": "directory of clips (NAME.mp4 + NAME.json)"})
     rollouts: str | None = field(
         default=None, metadata={"help": "or: rollout shards, rendered into render_cache (instead of clips)"}
@@ -75,9 +99,32 @@ class VideoScriptArguments:
     render_cache: str = field(
         default="outputs/video/cache", metadata={"help": "where rendered rollouts go (SPLIT-EPISODES/)"}
     )
+    render_style: str = field(
+        default="sprites",
+        metadata={
+            "help": "stage 1, rollouts: how objects look in the renders (sprites: a look per class; squares: "
+            "coloured by state only); later stages and e2wm stream render as the encoder was trained"
+        },
+    )
+    layout_seed: int | None = field(
+        default=None, metadata={"help": "rollouts: place the train renders' objects by this seed"}
+    )
+    eval_layout_seed: int | None = field(
+        default=None,
+        metadata={"help": "rollouts: place the eval renders' objects by this seed (one not trained on)"},
+    )
     init_from: str | None = field(
         default=None,
-        metadata={"help": "stage 2: the stage-1 encoder; stage 3: the stage-2 model (directories)"},
+        metadata={
+            "help": "stage 1: a stage-0 encoder (optional); stage 2: the stage-1 encoder; stage 3: the "
+            "stage-2 model (directories)"
+        },
+    )
+    label_fraction: float = field(
+        default=1.0, metadata={"help": "stage 1: train on this share of the labelled windows (a seeded draw)"}
+    )
+    predict_steps: int = field(
+        default=2, metadata={"help": "stage 0: predict the encoder's feature this many 4-frame steps ahead"}
     )
     window_frames: int = field(default=64, metadata={"help": "frames per training window (a multiple of 4)"})
     window_stride: int | None = field(
@@ -107,7 +154,7 @@ class VideoScriptArguments:
 
     def validate(self) -> None:
         if self.stage not in STAGES:
-            raise E2WMError(f"stage must be 1, 2 or 3, got {self.stage}")
+            raise E2WMError(f"stage must be 0, 1, 2 or 3, got {self.stage}")
         if (self.clips is None) == (self.rollouts is None):
             raise E2WMError("give exactly one of clips (a directory of clips) and rollouts (rollout shards)")
         if self.eval_split is not None and self.rollouts is None:
@@ -118,8 +165,17 @@ class VideoScriptArguments:
             path = getattr(self, name)
             if path is not None and not Path(path).is_dir():
                 raise E2WMError(f"{name}: {path}: no such directory")
-        if self.stage == 1 and self.init_from is not None:
-            raise E2WMError("stage 1 trains a new encoder: init_from is for stages 2 and 3")
+        if self.render_style not in STYLES:
+            raise E2WMError(f"unknown render_style {self.render_style!r}: choose from {', '.join(STYLES)}")
+        if self.stage == 0 and self.init_from is not None:
+            raise E2WMError("stage 0 trains a new encoder: init_from is for stages 1 to 3")
+        if not 0 < self.label_fraction <= 1:
+            raise E2WMError(f"label_fraction must be in (0, 1], got {self.label_fraction}")
+        if self.stage == 0 and not 1 <= self.predict_steps < self.window_frames // 4:
+            raise E2WMError(
+                f"predict_steps must be at least 1 and less than a window's {self.window_frames // 4} "
+                f"steps, got {self.predict_steps}"
+            )
         if self.stage == 3 and self.init_from is None:
             raise E2WMError("stage 3 needs init_from: the output_dir of stage 2")
         if self.init_from is not None and not (Path(self.init_from) / "config.json").is_file():
@@ -135,6 +191,7 @@ class VideoScriptArguments:
         return VideoEncoderConfig(
             image_size=self.image_size,
             fps=self.fps,
+            render_style=self.render_style,
             stem_channels=self.stem_channels,
             stage_channels=list(self.stage_channels),
             stage_depths=list(self.stage_depths),
@@ -165,11 +222,11 @@ def load_clips(
 
 def render(script: VideoScriptArguments, split: str, encoder: VideoEncoderConfig, train: bool) -> str:
     """Render a split of the rollouts into the cache (clips already there are kept) and return its path."""
-    from e2wm.multimodal.render import RenderConfig, render_rollouts
-
     episodes = script.episodes if train else script.eval_episodes
     size = max(16, encoder.image_size + encoder.image_size % 2)
-    config = RenderConfig(size=size, fps=round(encoder.fps))
+    layout_seed = script.layout_seed if train else script.eval_layout_seed
+    style = encoder.render_style
+    config = RenderConfig(size=size, fps=round(encoder.fps), style=style, layout_seed=layout_seed)
     key = zlib.crc32(repr(config).encode())  # a change of the renderer's settings renders anew
     out = Path(script.render_cache) / f"{split}-{episodes or 'all'}-{size}px-{encoder.fps:g}fps-{key:08x}"
     render_rollouts(script.rollouts, out, episodes, split, config)
@@ -180,7 +237,9 @@ def render(script: VideoScriptArguments, split: str, encoder: VideoEncoderConfig
 
 
 class VideoEventClassifier(PreTrainedModel):
-    """The video encoder with a linear head: per feature step, logits over ``config.id2label`` events."""
+    """The video encoder with a linear head per slot of ``SLOTS``: per feature step, logits over the verbs
+    (``config.id2label``, ``none`` first) and over each other slot's classes (``config.slot_labels``),
+    concatenated in that order; the loss is the sum of the slots' cross-entropies."""
 
     config_class = VideoEncoderConfig
     main_input_name = "pixel_values_videos"
@@ -188,7 +247,8 @@ class VideoEventClassifier(PreTrainedModel):
     def __init__(self, config: VideoEncoderConfig):
         super().__init__(config)
         self.video_encoder = VideoEncoder(config)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.sizes = slot_sizes(config)
+        self.classifier = nn.Linear(config.hidden_size, sum(self.sizes))
         self.post_init()
 
     def forward(
@@ -197,37 +257,130 @@ class VideoEventClassifier(PreTrainedModel):
         logits = self.classifier(self.video_encoder(pixel_values_videos))
         loss = None
         if labels is not None:
-            loss = nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+            loss = sum(
+                nn.functional.cross_entropy(
+                    part.flatten(0, 1), labels[..., k].flatten(), ignore_index=IGNORE, reduction="sum"
+                )
+                / (labels[..., k] != IGNORE).sum().clamp_min(1)
+                for k, part in enumerate(logits.split(self.sizes, dim=-1))
+            )
         return TokenClassifierOutput(loss=loss, logits=logits)
 
 
-def event_metrics(prediction: EvalPrediction) -> dict[str, float]:
-    """Per-step accuracy, and accuracy on the steps where something happened."""
-    predicted, labels = np.argmax(prediction.predictions, axis=-1), prediction.label_ids
-    scored, events = labels != IGNORE, labels > 0
-    return {
-        "accuracy": float((predicted == labels)[scored].mean()),
-        "event_accuracy": float((predicted == labels)[events].mean()) if events.any() else 0.0,
-    }
+def slot_sizes(config: VideoEncoderConfig) -> list[int]:
+    """The number of classes of each slot of ``SLOTS``, in order (verbs: ``num_labels``)."""
+    labels = getattr(config, "slot_labels", None) or {}
+    return [config.num_labels, *(len(labels.get(slot, [OTHER])) for slot in SLOTS[1:])]
+
+
+def majority(labels: Sequence[torch.Tensor]) -> list[int]:
+    """Per slot, the most common class on the steps where something happened (verbs: not ``none``)."""
+    stacked = torch.cat([rows.reshape(-1, len(SLOTS)) for rows in labels])
+    events = stacked[stacked[:, 0] > 0]
+    return [int(torch.mode(col[col != IGNORE]).values) if (col != IGNORE).any() else 0 for col in events.T]
+
+
+def slot_metrics(sizes: Sequence[int], guess: Sequence[int]) -> Callable[[EvalPrediction], dict[str, float]]:
+    """``compute_metrics`` of stage 1: per-step verb ``accuracy`` (``none`` included); on the steps where
+    something happened, each slot's accuracy (``event_accuracy`` the verb's, ``object_accuracy``, ...) and
+    that of always guessing the training majority ``guess`` (``event_majority``, ``object_majority``, ...)."""
+
+    def metrics(prediction: EvalPrediction) -> dict[str, float]:
+        logits, labels = prediction.predictions, prediction.label_ids.reshape(-1, len(SLOTS))
+        parts = np.split(logits.reshape(len(labels), -1), np.cumsum(sizes)[:-1], axis=-1)
+        predicted = np.stack([part.argmax(-1) for part in parts], axis=-1)
+        scored, events = labels[:, 0] != IGNORE, labels[:, 0] > 0
+        out = {"accuracy": float((predicted[:, 0] == labels[:, 0])[scored].mean())}
+        for k, slot in enumerate(SLOTS):
+            name = "event" if slot == "verb" else slot
+            rows = events & (labels[:, k] != IGNORE)
+            if rows.any():
+                out[f"{name}_accuracy"] = float((predicted[rows, k] == labels[rows, k]).mean())
+                out[f"{name}_majority"] = float((labels[rows, k] == guess[k]).mean())
+        return out
+
+    return metrics
+
+
+def probe_slots(train: EventWindows, evaluated: EventWindows) -> dict[str, float]:
+    """Per slot, the accuracy of a linear probe on the raw frames of the steps where something happened."""
+    xs = [np.concatenate([step_pixels(w) for w in d.windows]) for d in (train, evaluated)]
+    ys = [torch.cat(d.labels).numpy() for d in (train, evaluated)]
+    out = {}
+    for k, slot in enumerate(SLOTS):
+        rows = [(y[:, 0] > 0) & (y[:, k] != IGNORE) for y in ys]
+        if rows[0].any() and rows[1].any():
+            size = len(EVENT_CLASSES) if k == 0 else len(train.vocabulary[slot])
+            fit = (xs[0][rows[0]], ys[0][rows[0], k], xs[1][rows[1]], ys[1][rows[1], k])
+            out["event" if slot == "verb" else slot] = probe_accuracy(*fit, num_classes=size)
+    return out
+
+
+def slot_report(metrics: dict[str, float], probe: dict[str, float]) -> str:
+    """The stage-1 table: per slot, the encoder's accuracy on event steps, the majority and the probe."""
+    lines = ["slot      encoder  majority  raw-frame probe   (event steps of the eval clips)"]
+    for slot in SLOTS:
+        name = "event" if slot == "verb" else slot
+        encoder, guess = metrics.get(f"eval_{name}_accuracy"), metrics.get(f"eval_{name}_majority")
+        if encoder is not None and name in probe:
+            lines.append(f"{slot:<8}  {encoder:7.3f}  {guess:8.3f}  {probe[name]:15.3f}")
+    return "\n".join(lines)
 
 
 def train_encoder(script: VideoScriptArguments, training: SFTConfig) -> Trainer:
-    """Stage 1: event classification; the encoder (without the head) is saved to ``output_dir``."""
-    config = script.encoder_config()
-    config.id2label = dict(enumerate(EVENT_CLASSES))
-    config.label2id = {name: i for i, name in enumerate(EVENT_CLASSES)}
+    """Stage 1: event-slot classification; the encoder (without the heads) is saved to ``output_dir``.
+    With eval clips, the per-slot accuracies beside the majority and a raw-frame probe are printed and saved
+    to ``output_dir/slot_accuracy.json``."""
+    pretrained = load_model(VideoEncoder, script.init_from) if script.init_from else None
+    config = pretrained.config if pretrained is not None else script.encoder_config()
     train_clips = load_clips(script, config, train=True)
     eval_clips = load_clips(script, config, train=False)
     windows = script.window_frames, script.window_stride, config.image_size
+    train_rows = EventWindows(train_clips, *windows, share=script.label_fraction)
+    eval_rows = EventWindows(eval_clips, *windows, train_rows.vocabulary) if eval_clips is not None else None
+    config.id2label = dict(enumerate(EVENT_CLASSES))
+    config.label2id = {name: i for i, name in enumerate(EVENT_CLASSES)}
+    config.slot_labels = train_rows.vocabulary  # what the heads told apart: saved with the encoder
     # SFTConfig turns activation checkpointing on by default; the encoder has none (and needs none).
     training.activation_checkpointing = training.gradient_checkpointing = False
     set_seed(training.seed)
+    model = VideoEventClassifier(config)
+    if pretrained is not None:
+        model.video_encoder.load_state_dict(pretrained.state_dict())
     trainer = Trainer(
-        model=VideoEventClassifier(config),
+        model=model,
         args=training,
-        train_dataset=EventWindows(train_clips, *windows),
-        eval_dataset=EventWindows(eval_clips, *windows) if eval_clips is not None else None,
-        compute_metrics=event_metrics,
+        train_dataset=train_rows,
+        eval_dataset=eval_rows,
+        compute_metrics=slot_metrics(model.sizes, majority(train_rows.labels)),
+    )
+    resume(trainer)
+    metrics = trainer.evaluate() if eval_rows is not None else None  # every process takes part
+    if trainer.is_world_process_zero():
+        publish(training.output_dir, trainer.model.video_encoder.save_pretrained)
+        if metrics is not None:
+            probe = probe_slots(train_rows, eval_rows)
+            with staged_file(Path(training.output_dir) / "slot_accuracy.json") as tmp:
+                tmp.write_text(json.dumps({"encoder": metrics, "raw_frame_probe": probe}, indent=1))
+            print(slot_report(metrics, probe))
+    return trainer
+
+
+def train_future(script: VideoScriptArguments, training: SFTConfig) -> Trainer:
+    """Stage 0: the encoder learns to predict its own features ``predict_steps`` ahead, from the frames
+    alone (``pretraining.VideoFuturePredictor``); the encoder is saved to ``output_dir``, for stage 1's
+    ``init_from``."""
+    config = script.encoder_config()
+    train_clips = load_clips(script, config, train=True)
+    eval_clips = load_clips(script, config, train=False)
+    windows = script.window_frames, script.window_stride, config.image_size
+    training.activation_checkpointing = training.gradient_checkpointing = False
+    set_seed(training.seed)
+    trainer = Trainer(
+        model=VideoFuturePredictor(config, script.predict_steps),
+        args=training,
+        train_dataset=EventWindows(train_clips, *windows, labelled=False),
+        eval_dataset=EventWindows(eval_clips, *windows, labelled=False) if eval_clips is not None else None,
     )
     resume(trainer)
     if trainer.is_world_process_zero():
@@ -410,7 +563,9 @@ def train(script: VideoScriptArguments, training: SFTConfig, model_args: ModelCo
     script.validate()
     main = PartialState().is_main_process  # the other processes write nothing of their own
     with output_lock(training.output_dir) if main else contextlib.nullcontext():
-        if script.stage == 1:
+        if script.stage == 0:
+            trainer = train_future(script, training)
+        elif script.stage == 1:
             trainer = train_encoder(script, training)
         elif script.stage == 2:
             trainer = train_projector(script, training, model_args)
