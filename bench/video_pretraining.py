@@ -26,12 +26,12 @@ from pathlib import Path
 
 from e2wm.rollouts.collect import CollectConfig, collect
 from e2wm.training import train_video
+from e2wm.training.train_video import METRIC_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 ROLLOUTS = ROOT / "outputs" / "demo" / "rollouts"
 STAGE0 = ROOT / "recipes" / "video_stage0_future_cpu.yaml"
 STAGE1 = ROOT / "recipes" / "video_stage1_encoder_cpu.yaml"
-SLOTS = ("event", "object", "place", "actor")
 QUICK = [
     "--image_size", "32", "--episodes", "6", "--eval_episodes", "2", "--max_steps", "6",
     "--per_device_train_batch_size", "4", "--eval_strategy", "no", "--save_strategy", "no",
@@ -74,7 +74,7 @@ def main() -> None:
         results["stage0+10%"], _ = run(STAGE1, work, "stage0-tenth", [*tenth, "--init_from", stage0["dir"]])
     full = results["full"]
     print(f"{'slot':<8} {'majority':>8} {'probe':>6} " + " ".join(f"{k:>10}" for k in results))
-    for slot in SLOTS:
+    for slot in METRIC_NAMES.values():
         row = [results[k]["encoder"].get(f"eval_{slot}_accuracy") for k in results]
         if None in row:
             continue

@@ -145,8 +145,9 @@ class EventWindows(Dataset):
             n = len(self.windows)
             kept = random.Random(f"share:{share}").sample(range(n), max(1, round(share * n)))
             self.windows = [self.windows[i] for i in sorted(kept)]
-        self.vocabulary = vocabulary or slot_vocabulary(self.windows)
-        self.labels = [torch.tensor(slot_labels(w, self.vocabulary)) for w in self.windows]
+        if labelled:
+            self.vocabulary = vocabulary or slot_vocabulary(self.windows)
+            self.labels = [torch.tensor(slot_labels(w, self.vocabulary)) for w in self.windows]
 
     def __len__(self) -> int:
         return len(self.windows)

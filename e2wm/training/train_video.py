@@ -58,7 +58,6 @@ from e2wm.multimodal import E2WMVideoForCausalLM, E2WMVideoProcessor, VideoEncod
 from e2wm.multimodal.data import (
     EVENT_CLASSES,
     IGNORE,
-    OTHER,
     SLOTS,
     EventWindows,
     FeatureCollator,
@@ -267,10 +266,13 @@ class VideoEventClassifier(PreTrainedModel):
         return TokenClassifierOutput(loss=loss, logits=logits)
 
 
+# The metrics' name of each slot: the verb's accuracy on event steps has always been ``event_accuracy``.
+METRIC_NAMES = {"verb": "event", **{slot: slot for slot in SLOTS[1:]}}
+
+
 def slot_sizes(config: VideoEncoderConfig) -> list[int]:
     """The number of classes of each slot of ``SLOTS``, in order (verbs: ``num_labels``)."""
-    labels = getattr(config, "slot_labels", None) or {}
-    return [config.num_labels, *(len(labels.get(slot, [OTHER])) for slot in SLOTS[1:])]
+    return [config.num_labels, *(len(config.slot_labels[slot]) for slot in SLOTS[1:])]
 
 
 def majority(labels: Sequence[torch.Tensor]) -> list[int]:
@@ -292,7 +294,7 @@ def slot_metrics(sizes: Sequence[int], guess: Sequence[int]) -> Callable[[EvalPr
         scored, events = labels[:, 0] != IGNORE, labels[:, 0] > 0
         out = {"accuracy": float((predicted[:, 0] == labels[:, 0])[scored].mean())}
         for k, slot in enumerate(SLOTS):
-            name = "event" if slot == "verb" else slot
+            name = METRIC_NAMES[slot]
             rows = events & (labels[:, k] != IGNORE)
             if rows.any():
                 out[f"{name}_accuracy"] = float((predicted[rows, k] == labels[rows, k]).mean())
@@ -312,7 +314,7 @@ def probe_slots(train: EventWindows, evaluated: EventWindows) -> dict[str, float
         if rows[0].any() and rows[1].any():
             size = len(EVENT_CLASSES) if k == 0 else len(train.vocabulary[slot])
             fit = (xs[0][rows[0]], ys[0][rows[0], k], xs[1][rows[1]], ys[1][rows[1], k])
-            out["event" if slot == "verb" else slot] = probe_accuracy(*fit, num_classes=size)
+            out[METRIC_NAMES[slot]] = probe_accuracy(*fit, num_classes=size)
     return out
 
 
@@ -320,7 +322,7 @@ def slot_report(metrics: dict[str, float], probe: dict[str, float]) -> str:
     """The stage-1 table: per slot, the encoder's accuracy on event steps, the majority and the probe."""
     lines = ["slot      encoder  majority  raw-frame probe   (event steps of the eval clips)"]
     for slot in SLOTS:
-        name = "event" if slot == "verb" else slot
+        name = METRIC_NAMES[slot]
         encoder, guess = metrics.get(f"eval_{name}_accuracy"), metrics.get(f"eval_{name}_majority")
         if encoder is not None and name in probe:
             lines.append(f"{slot:<8}  {encoder:7.3f}  {guess:8.3f}  {probe[name]:15.3f}")
