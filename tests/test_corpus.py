@@ -393,13 +393,23 @@ def test_transfer_kshot_demonstrations_are_held_out_wordings_of_train_episodes(c
                 assert prompt not in test_prompts and prompt not in trained
 
 
-def test_a_share_of_short_prompt_train_examples_is_prompted_few_shot(corpus):
+def test_a_share_of_train_examples_is_prompted_few_shot_tracking_ones_after_one_story(corpus):
     kshot = Counter()
+    solved = {e["prompt"] + e["completion"] for e in corpus["train"]} | {
+        e["prompt_kshot"].split("\n\n")[-1] + e["completion"] for e in corpus["train"]
+    }
     for e in corpus["train"]:
-        kshot[e["task"] in TRACKING_TASKS, e["prompt"] == e["prompt_kshot"]] += 1
-    assert kshot[True, False] > 0 and kshot[True, True] == 0
-    share = kshot[False, True] / (kshot[False, True] + kshot[False, False])
-    assert 0.1 < share < 0.3  # the default share is 0.2
+        few_shot = e["prompt"] == e["prompt_kshot"] and "\n\n" in e["prompt"]
+        kshot[e["task"] in TRACKING_TASKS, few_shot] += 1
+        if few_shot and e["task"] in TRACKING_TASKS:
+            # one solved example (a story, its question and answer), then the example's own story
+            demo, own = e["prompt"].split("\n\n", 1)
+            assert demo in solved and "\n\n" not in own
+    shares = {t: kshot[t, True] / (kshot[t, True] + kshot[t, False]) for t in (False, True)}
+    # the default shares are 0.2 (short prompts) and 0.1 (tracking); binomial bounds at these sizes
+    for tracking, share in ((False, 0.2), (True, 0.1)):
+        n = kshot[tracking, True] + kshot[tracking, False]
+        assert abs(shares[tracking] - share) < 4 * (share * (1 - share) / n) ** 0.5, (tracking, n, shares)
 
 
 def test_the_jsonl_export_reads_back_as_the_corpus(corpus_dir):

@@ -27,9 +27,18 @@ from e2wm.corpus.read import open_corpus
 from e2wm.corpus.tasks import MULTIPLE_CHOICE, TRACKING_TASKS
 from e2wm.errors import E2WMError
 from e2wm.eval.config import FORMAT, REPORTED_SPLITS, EvalConfig, primary_metric
+from e2wm.eval.constant import best_constant, constant_answers
 from e2wm.eval.data import sample_examples
 from e2wm.eval.generation import generate_answers
-from e2wm.eval.metrics import count_match, exact_match, path_overlap, plan_rouge_l, rouge_l, yes_no_match
+from e2wm.eval.metrics import (
+    SCORERS,
+    count_match,
+    exact_match,
+    path_overlap,
+    plan_rouge_l,
+    rouge_l,
+    yes_no_match,
+)
 from e2wm.eval.retention import perplexity
 from e2wm.eval.run import evaluate, plan_checks
 from e2wm.eval.statistics import length_buckets
@@ -260,10 +269,14 @@ def test_suite_end_to_end(lm, corpus, adapter, tmp_path, capsys) -> None:
     keys = {"variant", "task", "split", "metric", "value", "n", "ci_low", "ci_high"}
     for r in rows:
         assert r["n"] == 2 and r["ci_low"] <= r["value"] <= r["ci_high"]
-        if r["task"] in MULTIPLE_CHOICE:  # multiple choice carries its chance level
-            assert set(r) == keys | {"chance"} and r["chance"] == 1 / (2 if "open" in r["task"] else 4)
-        else:
-            assert set(r) == keys
+        # multiple choice carries its chance level, every task's primary metric the constant answer's score
+        extra = {"chance"} if r["task"] in MULTIPLE_CHOICE else set()
+        extra |= {"constant"} if r["metric"] == primary_metric(r["task"]) else set()
+        assert set(r) == keys | extra
+        if "chance" in r:
+            assert r["chance"] == 1 / (2 if "open" in r["task"] else 4)
+        if "constant" in r:
+            assert 0 <= r["constant"] <= 1
     metrics = defaultdict(set)
     for r in rows:
         metrics[r["task"]].add(r["metric"])
@@ -289,6 +302,11 @@ def test_suite_end_to_end(lm, corpus, adapter, tmp_path, capsys) -> None:
         gains = [t["relative_gain"] for t in s["tasks"]]
         assert s["mean_relative_gain"] == pytest.approx(sum(gains) / len(gains))
         assert s["better"] == sum(t["fine_tuned"] > t["base"] for t in s["tasks"])
+        for t in s["tasks"]:
+            key = ("base", t["task"], s["split"])
+            row = next(r for r in rows if (r["variant"], r["task"], r["split"]) == key)
+            assert t["blind"] == max(row.get("chance", 0.0), row["constant"])
+        assert s["above_blind"] == sum(t["fine_tuned"] > t["blind"] for t in s["tasks"])
     # every tracking example lands in exactly one length bucket
     assert len(records) == 2 * len(REPORTED_SPLITS) * 2 * len(METRIC_OF)
     for r in rows:
@@ -325,6 +343,28 @@ def test_suite_end_to_end(lm, corpus, adapter, tmp_path, capsys) -> None:
     assert by_variant["base"] != by_variant["fine-tuned"]
     table = (out / "results.md").read_text()
     assert "| plan_generation | executability | test_seen | 2 |" in table
+    assert "| chance | constant answer |" in table and "| fine-tuned above a blind guess |" in table
+    # the constant answer's score: its answer, chosen on train, scored on the sampled examples
+    constants = constant_answers(str(corpus), list(METRIC_OF))
+    for r in rows:
+        if "constant" in r:
+            key = ("base", r["task"], r["split"])
+            sampled = [p for p in records if (p["variant"], p["task"], p["split"]) == key]
+            scorer = SCORERS.get(r["task"], exact_match)
+            expected = sum(scorer(constants[r["task"]], p["reference"]) for p in sampled) / len(sampled)
+            assert r["constant"] == pytest.approx(expected)
+
+
+def test_the_constant_answer_is_the_common_answer_that_scores_best_under_the_tasks_metric() -> None:
+    # "yes" is the most common single answer, but the metric scores the leading yes / no: "no, ..." wins
+    grab = ["yes"] * 3 + ["no, Bob is far", "no, Ann is far", "no, the box is shut", "no, Bob holds two"]
+    assert best_constant("state_tracking_grab", grab).startswith("no, ")
+    # counts are scored on the number only: a "1: ..." answer beats the single most common "0: none"
+    counts = ["0: none"] * 3 + ["1: cup", "1: mug", "1: pen", "1: box", "2: cup, mug"]
+    assert best_constant("counting", counts).startswith("1: ")
+    # multiple choice (exact match of the text): the most common answer; a tie goes to the first seen
+    assert best_constant("state_tracking_open", ["no", "yes", "no"]) == "no"
+    assert best_constant("state_tracking_open", ["yes", "no"]) == "yes"
 
 
 def test_zero_adapter_gives_base_results(lm, corpus, tmp_path) -> None:

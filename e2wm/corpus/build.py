@@ -6,8 +6,9 @@ and held-out activities, see ``e2wm.splits``), worded by a *train* wording famil
 (``e2wm.corpus.wording``). Each test episode is also asked in a *held-out* family, into the transfer
 splits ``test_seen_transfer`` and ``test_unseen_transfer``; their few-shot demonstrations are train
 episodes asked in the same held-out layout, which no split holds. Train and validation examples whose
-prompt equals a test prompt, or whose plan is a test plan, are dropped. A share of the train examples of
-the short-prompt tasks is prompted few-shot (``train_kshot_share``).
+prompt equals a test prompt, or whose plan is a test plan, are dropped. A share of the train examples is
+prompted few-shot: of the short-prompt tasks with all their solved examples (``train_kshot_share``), of
+the narrated tracking tasks with the shortest one (``train_kshot_tracking_share``: stories are long).
 
 ``format`` chooses how prompts are stored: ``standard`` (TRL's prompt-completion text: the prompt, and
 the answer after one space) or ``conversational`` (TRL's conversational prompt-completion: the prompt is a
@@ -84,6 +85,10 @@ class BuildConfig:
     train_kshot_share: float = field(
         default=0.2, metadata={"help": "share of short-prompt train examples prompted with prompt_kshot"}
     )
+    train_kshot_tracking_share: float = field(
+        default=0.1,
+        metadata={"help": "share of tracking-task train examples prompted after one solved example"},
+    )
     weights: dict[str, float] = field(
         default_factory=dict,
         metadata={"help": "loss weight per task, stored per example (default 1)", "metavar": "TASK=WEIGHT"},
@@ -111,8 +116,10 @@ class BuildConfig:
             raise E2WMError("no tasks selected")
         if self.shots < 0:
             raise E2WMError(f"--shots must be 0 or more, got {self.shots}")
-        if not 0 <= self.train_kshot_share <= 1:
-            raise E2WMError(f"--train-kshot-share must be in [0, 1], got {self.train_kshot_share}")
+        for name in ("train_kshot_share", "train_kshot_tracking_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                flag = "--" + name.replace("_", "-")
+                raise E2WMError(f"{flag} must be in [0, 1], got {getattr(self, name)}")
         if self.format not in FORMATS:
             raise E2WMError(f"unknown format {self.format!r}: choose one of {', '.join(FORMATS)}")
 
@@ -185,12 +192,20 @@ def _demo_text(shots: list[tuple[str, str]]) -> str:
     return "".join(prompt + completion + "\n\n" for prompt, completion in shots)
 
 
-def mix_kshot(examples: list[dict], share: float, seed: int) -> None:
-    """Prompt ``share`` of the train examples of the short-prompt (not tracking) tasks with their
-    ``prompt_kshot``, so the model also learns to answer after solved examples."""
+def mix_kshot(examples: list[dict], share: float, tracking_share: float, seed: int) -> None:
+    """Prompt ``share`` of the train examples of the short-prompt tasks with their ``prompt_kshot``, and
+    ``tracking_share`` of those of the tracking tasks after the shortest of their solved examples only (a
+    story each: three would not fit, and long ones cost training time), so the model also learns to answer
+    after solved examples."""
     for e in examples:
         roll = random.Random(f"{seed}:mix:{e['episode_id']}:{e['task']}").random()
-        if e["split"] == "train" and e["task"] not in TRACKING_TASKS and roll < share:
+        if e["split"] != "train":
+            continue
+        if e["task"] in TRACKING_TASKS and roll < tracking_share:
+            e["shots"] = sorted(e["shots"], key=lambda shot: len(shot[0]))[:1]
+            e["prompt_kshot"] = _demo_text(e["shots"]) + e["prompt"]
+            e["prompt"] = e["prompt_kshot"]
+        elif e["task"] not in TRACKING_TASKS and roll < share:
             e["prompt"] = e["prompt_kshot"]
 
 
@@ -237,7 +252,7 @@ def build(config: BuildConfig, progress: bool = True) -> datasets.DatasetDict:
         )
     examples, dropped = drop_leaks(examples)
     add_shots(examples, config.shots, config.seed)
-    mix_kshot(examples, config.train_kshot_share, config.seed)
+    mix_kshot(examples, config.train_kshot_share, config.train_kshot_tracking_share, config.seed)
     features = FEATURES
     if config.format == "conversational":
         features = CONVERSATIONAL_FEATURES

@@ -101,7 +101,8 @@ into *train* families, used by `train`, `validation`, `test_seen` and `test_unse
 families, used only by `test_seen_transfer` and `test_unseen_transfer`: the same held-out episodes asked
 in wordings and layouts never trained on, zero-shot (`prompt`) or after {config.shots} solved examples
 in the same held-out layout (`prompt_kshot`). {config.train_kshot_share:.0%} of the train examples of the
-short-prompt tasks are prompted few-shot. {dropped} train/validation examples
+short-prompt tasks are prompted few-shot, and {config.train_kshot_tracking_share:.0%} of those of the
+tracking tasks after one solved example. {dropped} train/validation examples
 whose prompt equals a test prompt, or whose plan is a test plan, were dropped.
 
 ## How it was made

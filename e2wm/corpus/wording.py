@@ -49,6 +49,10 @@ LAYOUTS: dict[str, tuple[Layout, ...]] = {
     "train": (
         Layout("question-answer", "Question: ", "Answer:", "inline"),
         Layout("bare", "", "Answer:", "lettered"),
+        # two more answer labels, so that no answer form is tied to "Answer:" (with only that label, a
+        # fine-tuned model listed the rooms of a path after it and named one room after "A:")
+        Layout("task-solution", "Task: ", "Solution:", "inline"),
+        Layout("input-output", "Input: ", "Output:", "lettered"),
     ),
     "held_out": (
         Layout("q-a", "Q: ", "A:", "bullets"),

@@ -42,17 +42,19 @@ def _by_variant(rows: list[dict[str, Any]], *keys: str) -> dict[tuple, dict[str,
 def results_table(results: dict[str, Any]) -> str:
     """Markdown table: one line per (task, metric, split), base vs fine-tuned, then the retention row."""
     lines = [
-        "| task | metric | split | n | chance | base (95% CI) | fine-tuned (95% CI) | delta |",
-        "|---|---|---|---:|---:|---|---|---:|",
+        "| task | metric | split | n | chance | constant answer | base (95% CI) | fine-tuned (95% CI) "
+        "| delta |",
+        "|---|---|---|---:|---:|---:|---|---|---:|",
     ]
     for (task, metric, split), variants in _by_variant(results["results"], "task", "metric", "split").items():
         base, tuned = variants.get("base"), variants.get("fine-tuned")
         delta = f"{tuned['value'] - base['value']:+.3f}" if base and tuned else NONE
         n = (tuned or base)["n"]
-        chance = (tuned or base).get("chance")
-        chance = NONE if chance is None else f"{chance:.3f}"
+        chance, constant = ((tuned or base).get(k) for k in ("chance", "constant"))
+        chance, constant = (NONE if v is None else f"{v:.3f}" for v in (chance, constant))
         lines.append(
-            f"| {task} | {metric} | {split} | {n} | {chance} | {_cell(base)} | {_cell(tuned)} | {delta} |"
+            f"| {task} | {metric} | {split} | {n} | {chance} | {constant} | {_cell(base)} | {_cell(tuned)} "
+            f"| {delta} |"
         )
     for (source,), variants in _by_variant(results["retention"], "source").items():
         base, tuned = variants.get("base"), variants.get("fine-tuned")
@@ -60,7 +62,7 @@ def results_table(results: dict[str, Any]) -> str:
         change = tuned["relative_change"] if tuned else None
         lines.append(
             f"| retention ({source} text) | perplexity | {NONE} | {(tuned or base)['tokens']} tokens "
-            f"| {NONE} | "
+            f"| {NONE} | {NONE} | "
             f"{ppl.get('base', NONE)} | {ppl.get('fine-tuned', NONE)} | "
             f"{NONE if change is None else f'{change:+.1%}'} |"
         )
@@ -70,13 +72,15 @@ def results_table(results: dict[str, Any]) -> str:
 def transfer_table(results: dict[str, Any]) -> str:
     """Markdown table of the transfer summary: one line per transfer split (zero- and few-shot)."""
     lines = [
-        "| split | tasks | mean relative gain | better | better beyond 95% CI | worse beyond 95% CI |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| split | tasks | mean relative gain | better | better beyond 95% CI | worse beyond 95% CI "
+        "| fine-tuned above a blind guess |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for s in results.get("transfer", []):
         lines.append(
             f"| {s['split']} | {s['n_tasks']} | {s['mean_relative_gain']:+.1%} | {s['better']} | "
-            f"{s['better_beyond_interval']} | {s['worse_beyond_interval']} |"
+            f"{s['better_beyond_interval']} | {s['worse_beyond_interval']} | "
+            f"{s.get('above_blind', NONE)} |"
         )
     return "\n".join(lines)
 
@@ -111,7 +115,9 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("transfer"):
         parts += [
             "## Transfer (held-out wordings)\n\nRelative gain per task: (fine-tuned - base) / "
-            "max(base, chance, 0.05) on its primary metric.",
+            "max(base, chance, 0.05) on its primary metric. The constant answer is the train answer that "
+            "scores best when given to every question (a learned answer prior); a blind guess scores the "
+            "better of it and chance: what a model scores that reads nothing of the question.",
             transfer_table(results),
         ]
     parts += ["## All results", results_table(results)]

@@ -12,9 +12,12 @@ transfer ones (``test_seen_transfer``, ``test_unseen_transfer``: the same episod
 ``e2wm.corpus.wording``). Transfer splits are scored zero-shot and, with ``transfer_kshot``, also
 few-shot, reported as ``<split>_kshot``. Multiple-choice tasks are scored in a form (``cloze``,
 ``listed`` or ``lettered``, ``e2wm.eval.mc_forms``) and a normalization chosen per task by measurement;
-their rows carry the chance level. ``transfer`` in the results summarises each transfer split: the mean
-over tasks of the relative gain (fine-tuned - base) / max(base, chance, 0.05), how many tasks got
-better, and how many got worse beyond the interval (the fine-tuned interval's top below the base score).
+their rows carry the chance level, and the primary metric's rows of every task the score of the best
+constant answer (``constant``, ``e2wm.eval.constant``). ``transfer`` in the results summarises each
+transfer split: the mean over tasks of the relative gain (fine-tuned - base) / max(base, chance, 0.05),
+how many tasks got better, how many got worse beyond the interval (the fine-tuned interval's top below
+the base score), and how many the fine-tuned model scores above a blind guess (the better of chance and
+the constant answer).
 
 Intervals (95%): Wilson for proportions (accuracy, exact match, goal success), the normal approximation
 of the mean (clipped to [0, 1]) for ROUGE-L, path overlap and executability.
@@ -46,7 +49,9 @@ from e2wm.eval.config import (
     FORMAT,
     RETENTION_SOURCES,
     EvalConfig,
+    primary_metric,
 )
+from e2wm.eval.constant import constant_answers, constant_scores
 from e2wm.eval.data import (
     corpus_fingerprint,
     load_test_splits,
@@ -261,6 +266,11 @@ def evaluate(config: EvalConfig, progress: bool = False) -> dict[str, Any]:
                     )
     rows, length_rows = summarize(records, config.length_edges)
     rows = sorted(rows + harness_rows, key=row_order)
+    if embodied:
+        constants = constant_scores(samples, constant_answers(config.corpus, config.selected_tasks()))
+        for row in rows:
+            if row["metric"] == primary_metric(row["task"]) and (row["split"], row["task"]) in constants:
+                row["constant"] = constants[(row["split"], row["task"])]
     results = {
         "format": FORMAT,
         "created": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -98,8 +98,10 @@ RELATIVE_FLOOR = 0.05  # a relative gain is taken against at least this score (a
 
 def transfer_summary(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per transfer split (zero- and few-shot): each task's primary metric, base vs fine-tuned, its relative
-    gain (fine-tuned - base) / max(base, chance, 0.05), and over the tasks their mean, how many got better
-    and how many got worse beyond the interval (fine-tuned ci_high below the base score)."""
+    gain (fine-tuned - base) / max(base, chance, 0.05), and over the tasks their mean, how many got better,
+    how many got worse beyond the interval (fine-tuned ci_high below the base score), and how many the
+    fine-tuned model scores above a blind guess: the better of chance and the constant answer
+    (``e2wm.eval.constant``), what a model scores that reads nothing of the question."""
     cells: dict[tuple[str, str], dict[str, dict]] = defaultdict(dict)
     for r in rows:
         if r["split"].removesuffix(KSHOT_SUFFIX) in TRANSFER_SPLITS and r["metric"] == primary_metric(
@@ -125,6 +127,7 @@ def transfer_summary(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                     "better": tuned["value"] > base["value"],
                     "better_beyond_interval": tuned["ci_low"] > base["value"],
                     "worse_beyond_interval": tuned["ci_high"] < base["value"],
+                    "blind": max(base.get("chance", 0.0), base.get("constant", 0.0)),
                 }
             )
         if tasks:
@@ -136,6 +139,7 @@ def transfer_summary(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                     "better": sum(t["better"] for t in tasks),
                     "better_beyond_interval": sum(t["better_beyond_interval"] for t in tasks),
                     "worse_beyond_interval": sum(t["worse_beyond_interval"] for t in tasks),
+                    "above_blind": sum(t["fine_tuned"] > t["blind"] for t in tasks),
                     "n_tasks": len(tasks),
                 }
             )
