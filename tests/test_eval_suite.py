@@ -345,7 +345,7 @@ def test_suite_end_to_end(lm, corpus, adapter, tmp_path, capsys) -> None:
     assert "| plan_generation | executability | test_seen | 2 |" in table
     assert "| chance | constant answer |" in table and "| fine-tuned above a blind guess |" in table
     # the constant answer's score: its answer, chosen on train, scored on the sampled examples
-    constants = constant_answers(str(corpus), list(METRIC_OF))
+    constants = constant_answers(open_corpus(str(corpus))["train"], list(METRIC_OF))
     for r in rows:
         if "constant" in r:
             key = ("base", r["task"], r["split"])

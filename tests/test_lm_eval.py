@@ -167,7 +167,7 @@ def test_lm_eval_scores_our_seeded_sample_in_our_forms_and_agrees_where_the_rule
     ours = evaluate(_config(tiny, tmp_path / "e2wm", backend="e2wm"))
     assert not network_attempts
     [run] = lm_eval_runs
-    sample = prompted(sample_examples(load_test_splits(config), config), config)
+    sample = prompted(sample_examples(load_test_splits(config)[0], config), config)
     forms, norms = config.mc_forms(), config.normalizations()
     corpus = open_corpus(str(tiny["corpus"]))
     first = {
@@ -223,7 +223,7 @@ def test_the_adapter_is_applied_to_the_fine_tuned_variant_only(
     config = _config(
         tiny, tmp_path, adapter=str(tiny["adapter"]), tasks=("housework_qa",), splits=("test_seen",)
     )
-    sample = prompted(sample_examples(load_test_splits(config), config), config)
+    sample = prompted(sample_examples(load_test_splits(config)[0], config), config)
     tuned_rows = lm_eval_rows(config, "fine-tuned", sample)
     base_rows = lm_eval_rows(config, "base", sample)
     assert [(r["variant"], r["task"], r["split"], r["n"]) for r in tuned_rows + base_rows] == [
@@ -399,7 +399,7 @@ def test_bad_input_is_one_line_error(tiny, tmp_path, change, variant, message):
     (tmp_path / "config-only").mkdir()
     (tmp_path / "config-only" / "adapter_config.json").write_text("{}")
     config = _config(tiny, tmp_path, tasks=change.get("tasks", ("housework_qa",)), splits=("test_seen",))
-    sample = prompted(sample_examples(load_test_splits(config), config), config)
+    sample = prompted(sample_examples(load_test_splits(config)[0], config), config)
     paths = {k: v.replace("TMP", str(tmp_path)) for k, v in change.items() if k != "tasks"}
     with pytest.raises(E2WMError, match=message) as error:
         lm_eval_rows(_config(tiny, tmp_path, **paths), variant, sample)

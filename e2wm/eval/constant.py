@@ -14,7 +14,6 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from e2wm.corpus.read import open_corpus
 from e2wm.eval.metrics import SCORERS, exact_match
 
 CANDIDATES = 20  # the most common train answers tried per task
@@ -37,13 +36,11 @@ def best_constant(task: str, answers: Sequence[str]) -> str:
     return max(candidates, key=lambda c: _score(task, c, answers))
 
 
-def constant_answers(corpus: str, tasks: Sequence[str]) -> dict[str, str]:
-    """Per task of ``tasks`` with train examples in ``corpus``, its best constant answer (none without a
-    train split)."""
-    splits = open_corpus(corpus)
-    if "train" not in splits:
+def constant_answers(train: Any, tasks: Sequence[str]) -> dict[str, str]:
+    """Per task of ``tasks`` with examples in the ``train`` split (a ``datasets.Dataset``; None: no train
+    split, no constants), its best constant answer."""
+    if train is None:
         return {}
-    train = splits["train"]
     answers: dict[str, list[str]] = {task: [] for task in tasks}
     for task, completion in zip(train["task"], train["completion"], strict=True):
         if task in answers:

@@ -21,8 +21,9 @@ from e2wm.eval.config import (
 COLUMNS = ("task", "prompt", "prompt_kshot", "completion", "choices", "label", "episode_id", "length", "meta")
 
 
-def load_test_splits(config: EvalConfig) -> dict[str, Any]:
-    """The corpus's evaluated test splits (``datasets.Dataset`` by split), checked."""
+def load_test_splits(config: EvalConfig) -> tuple[dict[str, Any], Any]:
+    """The corpus's evaluated test splits (``datasets.Dataset`` by split), checked, and its train split
+    (None without one: the constant-answer baseline is chosen on it)."""
     import datasets
 
     datasets.disable_progress_bars()
@@ -43,7 +44,7 @@ def load_test_splits(config: EvalConfig) -> dict[str, Any]:
             f"corpus {config.corpus} is conversational: it is scored with the chat template, which the "
             f"{config.backend} backend does not apply; use --backend e2wm"
         )
-    return {split: corpus[split] for split in config.splits}
+    return {split: corpus[split] for split in config.splits}, corpus.get("train")
 
 
 def corpus_fingerprint(splits: dict[str, Any]) -> str:

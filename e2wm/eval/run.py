@@ -201,7 +201,7 @@ def evaluate(config: EvalConfig, progress: bool = False) -> dict[str, Any]:
     requested = config.adapter  # as the user named it (a directory or a Hub id), for the results
     config = config.resolved()
     embodied = config.suite in ("embodied", "all")
-    splits = load_test_splits(config) if embodied else {}
+    splits, train = load_test_splits(config) if embodied else ({}, None)
     samples = prompted(sample_examples(splits, config), config) if embodied else {}
     plans = [ex for (_, task), exs in samples.items() if task == "plan_generation" for ex in exs]
     plan_episodes(plans, config.corpus)  # fail before loading any model
@@ -267,7 +267,7 @@ def evaluate(config: EvalConfig, progress: bool = False) -> dict[str, Any]:
     rows, length_rows = summarize(records, config.length_edges)
     rows = sorted(rows + harness_rows, key=row_order)
     if embodied:
-        constants = constant_scores(samples, constant_answers(config.corpus, config.selected_tasks()))
+        constants = constant_scores(samples, constant_answers(train, config.selected_tasks()))
         for row in rows:
             if row["metric"] == primary_metric(row["task"]) and (row["split"], row["task"]) in constants:
                 row["constant"] = constants[(row["split"], row["task"])]
