@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 from e2wm.errors import E2WMError, did_you_mean, release, reported
 from e2wm.files import output_lock, read_yaml_mapping
 from e2wm.flags import add_flags, config_from
+from e2wm.memory import keep_freed_memory
 
 
 @dataclasses.dataclass
@@ -402,6 +403,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> None:
+    keep_freed_memory()
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] in (["train"], ["train-video"]) and argv[1:2] not in (["-h"], ["--help"]):
         # The training flags belong to TRL's parser (e2wm.training.train, .train_video), not to this one.

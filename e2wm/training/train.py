@@ -31,6 +31,7 @@ from e2wm.errors import E2WMError, did_you_mean, libraries_deprecation, release,
 from e2wm.eval.config import SUITES, EvalConfig
 from e2wm.eval.run import evaluate
 from e2wm.files import is_hub_id, output_lock
+from e2wm.memory import keep_freed_memory
 from e2wm.training import general_text
 from e2wm.training.checkpoints import end_processes, resume_point
 from e2wm.training.config import EWCConfig, ScriptArguments, parse
@@ -299,6 +300,7 @@ def _train(
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m e2wm.training.train`` / ``accelerate launch -m e2wm.training.train``."""
+    keep_freed_memory()
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in argv
     with reported("train", verbose):

@@ -54,6 +54,7 @@ from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 
 from e2wm.errors import E2WMError, error_line, libraries_deprecation, reported
 from e2wm.files import output_lock, staged_file
+from e2wm.memory import keep_freed_memory
 from e2wm.multimodal import E2WMVideoForCausalLM, E2WMVideoProcessor, VideoEncoder, VideoEncoderConfig
 from e2wm.multimodal.data import (
     EVENT_CLASSES,
@@ -582,6 +583,7 @@ def train(script: VideoScriptArguments, training: SFTConfig, model_args: ModelCo
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m e2wm.training.train_video`` and
     ``accelerate launch -m e2wm.training.train_video``."""
+    keep_freed_memory()
     argv = list(sys.argv[1:] if argv is None else argv)
     with reported("train-video", "--verbose" in argv):
         train(*parse([a for a in argv if a != "--verbose"]))
