@@ -13,12 +13,12 @@ import torch
 import yaml
 from safetensors.torch import load_file
 from support.jobs import kill_midway
-from support.tiny_lm import save_tiny_lm
+from support.tiny_lm import TINY_ENCODER, save_tiny_lm
 
 from e2wm.agents.explore import ExploreConfig, explore_episode
 from e2wm.cli import main
 from e2wm.errors import E2WMError
-from e2wm.multimodal import E2WMVideoForCausalLM, VideoEncoder
+from e2wm.multimodal import E2WMVideoForCausalLM, VideoEncoder, VideoEncoderConfig
 from e2wm.multimodal import data as video_data
 from e2wm.multimodal.data import (
     EVENT_CLASSES,
@@ -213,6 +213,30 @@ def test_slot_labels_name_the_verb_object_place_and_actor() -> None:
     assert slot_labels(clip, {**vocabulary, "object": [OTHER, "cup"]})[1] == [putin, 0, 1, 1]
 
 
+def test_stage_1_loss_is_the_slot_weighted_sum_of_the_slots_cross_entropies() -> None:
+    config = VideoEncoderConfig(**TINY_ENCODER)
+    config.id2label = dict(enumerate(EVENT_CLASSES))
+    config.label2id = {name: i for i, name in enumerate(EVENT_CLASSES)}
+    config.slot_labels = {"object": [OTHER, "mug", "cup"], "place": [OTHER, "fridge"], "actor": [OTHER, "p1"]}
+    torch.manual_seed(0)
+    weights = (1.0, 0.5, 0.0, 2.0)
+    weighted = train_video.VideoEventClassifier(config, weights)
+    even = train_video.VideoEventClassifier(config)
+    even.load_state_dict(weighted.state_dict())
+    pixels = torch.randn(2, 3, 12, 32, 32)  # 3 feature steps
+    labels = torch.tensor(
+        [[[0, IGNORE, IGNORE, IGNORE], [3, 1, 1, 0], [5, 2, IGNORE, 1]], [[2, 0, IGNORE, 1]] * 3]
+    )
+    out = weighted(pixels, labels)
+    parts = out.logits.split(weighted.sizes, dim=-1)
+    ces = [  # mean over the steps that state the slot
+        torch.nn.functional.cross_entropy(part.flatten(0, 1), labels[..., k].flatten(), ignore_index=IGNORE)
+        for k, part in enumerate(parts)
+    ]
+    torch.testing.assert_close(out.loss, sum(w * ce for w, ce in zip(weights, ces, strict=True)))
+    torch.testing.assert_close(even(pixels, labels).loss, sum(ces))
+
+
 def test_a_linear_probe_reads_a_linear_slot_and_otherwise_guesses_the_majority() -> None:
     rng = np.random.default_rng(0)
     bits = rng.integers(0, 2, size=(240, 2))
@@ -404,6 +428,8 @@ def test_bad_training_configs_exit_2_with_one_line(stages, clips, tmp_path, caps
         (["--stage", "0", *base, "--window_frames", "32", "--predict_steps", "8"], "predict_steps must be"),
         (["--stage", "1", *base, "--label_fraction", "0"], "label_fraction must be in (0, 1]"),
         (["--stage", "1", *base, "--render_style", "cubes"], "unknown render_style 'cubes'"),
+        (["--stage", "1", *base, "--slot_loss_weights", "1", "0.1"], "slot_loss_weights: one weight"),
+        (["--stage", "1", *base, "--slot_loss_weights", "0", "1", "1", "1"], "the verb's > 0"),
         (["--stage", "3", *base], "stage 3 needs init_from"),
         (["--stage", "3", "--init_from", str(stages["2"]), *base], "set use_peft"),
         (["--stage", "2", "--init_from", str(stages["2"]), *base], "not a 'e2wm_video_encoder' one"),

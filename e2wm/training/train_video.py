@@ -123,6 +123,14 @@ class VideoScriptArguments:
     label_fraction: float = field(
         default=1.0, metadata={"help": "stage 1: train on this share of the labelled windows (a seeded draw)"}
     )
+    slot_loss_weights: list[float] = field(
+        default_factory=lambda: [1.0, 0.1, 0.1, 0.1],
+        metadata={
+            "help": "stage 1: loss weight of each slot (verb, object, place, actor). The objects, places "
+            "and actors of 40 episodes are too many classes to learn first: at equal weights their loss "
+            "drowned the verbs' and the encoder learned only the slots' priors"
+        },
+    )
     predict_steps: int = field(
         default=2, metadata={"help": "stage 0: predict the encoder's feature this many 4-frame steps ahead"}
     )
@@ -169,6 +177,12 @@ class VideoScriptArguments:
             raise E2WMError(f"unknown render_style {self.render_style!r}: choose from {', '.join(STYLES)}")
         if self.stage == 0 and self.init_from is not None:
             raise E2WMError("stage 0 trains a new encoder: init_from is for stages 1 to 3")
+        weights = self.slot_loss_weights
+        if len(weights) != len(SLOTS) or min(weights) < 0 or weights[0] <= 0:
+            raise E2WMError(
+                f"slot_loss_weights: one weight >= 0 per slot ({', '.join(SLOTS)}), the verb's > 0; "
+                f"got {weights}"
+            )
         if not 0 < self.label_fraction <= 1:
             raise E2WMError(f"label_fraction must be in (0, 1], got {self.label_fraction}")
         if self.stage == 0 and not 1 <= self.predict_steps < self.window_frames // 4:
@@ -239,15 +253,17 @@ def render(script: VideoScriptArguments, split: str, encoder: VideoEncoderConfig
 class VideoEventClassifier(PreTrainedModel):
     """The video encoder with a linear head per slot of ``SLOTS``: per feature step, logits over the verbs
     (``config.id2label``, ``none`` first) and over each other slot's classes (``config.slot_labels``),
-    concatenated in that order; the loss is the sum of the slots' cross-entropies."""
+    concatenated in that order; the loss is the sum of the slots' cross-entropies, each times its
+    ``slot_weights`` entry."""
 
     config_class = VideoEncoderConfig
     main_input_name = "pixel_values_videos"
 
-    def __init__(self, config: VideoEncoderConfig):
+    def __init__(self, config: VideoEncoderConfig, slot_weights: Sequence[float] = (1.0,) * len(SLOTS)):
         super().__init__(config)
         self.video_encoder = VideoEncoder(config)
         self.sizes = slot_sizes(config)
+        self.slot_weights = tuple(slot_weights)
         self.classifier = nn.Linear(config.hidden_size, sum(self.sizes))
         self.post_init()
 
@@ -258,7 +274,8 @@ class VideoEventClassifier(PreTrainedModel):
         loss = None
         if labels is not None:
             loss = sum(
-                nn.functional.cross_entropy(
+                self.slot_weights[k]
+                * nn.functional.cross_entropy(
                     part.flatten(0, 1), labels[..., k].flatten(), ignore_index=IGNORE, reduction="sum"
                 )
                 / (labels[..., k] != IGNORE).sum().clamp_min(1)
@@ -347,7 +364,7 @@ def train_encoder(script: VideoScriptArguments, training: SFTConfig) -> Trainer:
     # SFTConfig turns activation checkpointing on by default; the encoder has none (and needs none).
     training.activation_checkpointing = training.gradient_checkpointing = False
     set_seed(training.seed)
-    model = VideoEventClassifier(config)
+    model = VideoEventClassifier(config, script.slot_loss_weights)
     if pretrained is not None:
         model.video_encoder.load_state_dict(pretrained.state_dict())
     trainer = Trainer(
