@@ -170,13 +170,15 @@ def test_resume_from_checkpoint_continues_identically(lm, corpus, tmp_path, monk
 
 
 DDP_SCRIPT = """
-import json, sys
+import json, os, sys
+from pathlib import Path
 from e2wm.training.config import parse
 from e2wm.training.train import train
 
 trainer = train(*parse(sys.argv[1:-1]))
-if trainer.is_world_process_zero():
-    json.dump({"world": trainer.accelerator.num_processes}, open(sys.argv[-1], "w"))
+threads = sorted(p.read_text().strip() for p in Path(f"/proc/{os.getpid()}/task").glob("*/comm"))
+ended = {"world": trainer.accelerator.num_processes, "threads": threads}
+json.dump(ended, open(f"{sys.argv[-1]}.{trainer.accelerator.process_index}", "w"))
 """
 
 
@@ -193,7 +195,11 @@ def test_two_process_data_parallel_matches_one_process(lm, corpus, tmp_path):
         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=ROOT, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads(world.read_text())["world"] == 2
+    for rank in (0, 1):
+        ended = json.loads(Path(f"{world}.{rank}").read_text())
+        assert ended["world"] == 2
+        # the gloo group was freed before the interpreter's teardown: its worker threads are gone
+        assert not [t for t in ended["threads"] if "gloo" in t], ended["threads"]
     one = run(lm, corpus, tmp_path / "one", "--per_device_train_batch_size", "4", *small)
     assert one.accelerator.num_processes == 1
     a, b = adapter(two), adapter(tmp_path / "one")

@@ -40,9 +40,25 @@ def resume_point(args: Any) -> str | None:
     return checkpoint
 
 
+def import_before_the_group() -> None:
+    """Import what would otherwise bind the process group on its first import; call it before the group
+    exists (``SFTConfig`` creates it under torchrun). DeepSpeed's ``TorchBackend`` takes the WORLD group as
+    a default argument, and accelerate imports it when a Trainer is built: a group still held that way
+    is torn down with the interpreter, not by ``end_processes``."""
+    from accelerate.utils import is_deepspeed_available
+
+    if is_deepspeed_available():
+        import deepspeed.comm  # noqa: F401
+
+
 def end_processes(trainer: Any) -> None:
     """Once every process has saved: the process group goes (and the trackers finish) before the processes
-    exit. A rank that exits still holding a gloo group can abort in its threads' teardown ("terminate called
-    without an active exception", 1 run in 4 of the two-process test)."""
+    exit, and so do its gloo worker threads. ``destroy_process_group`` leaves them running while anything
+    still holds the group (the DDP wrapper does, and DeepSpeed unless ``import_before_the_group`` ran);
+    a rank whose threads are torn down with the interpreter aborts now and then ("terminate called
+    without an active exception": 1 run in 4 of the two-process test before the group was destroyed,
+    1 CI run in ~30 while the wrapper still held it)."""
     trainer.accelerator.wait_for_everyone()
     trainer.accelerator.end_training()
+    trainer.model_wrapped = trainer.model
+    trainer.accelerator.free_memory()  # drops the accelerator's references, then collects the garbage

@@ -23,6 +23,7 @@ from trl.scripts.utils import DatasetConfig
 from e2wm.corpus.tasks import TASKS
 from e2wm.errors import E2WMError, did_you_mean, error_line, libraries_deprecation
 from e2wm.files import check_safetensors, is_hub_id, read_yaml_mapping
+from e2wm.training.checkpoints import import_before_the_group
 from e2wm.training.fisher import DEFAULT_TARGETS
 from e2wm.training.general_text import SOURCES
 from e2wm.training.models import DEFAULT_MODEL
@@ -267,6 +268,7 @@ def parse_recipe(classes: tuple[type, ...], argv: list[str] | None = None) -> tu
         at = argv.index("--config") + 1
         argv[at] = recipe_path(argv[at])
         check_recipe(argv[at], fields)
+    import_before_the_group()
     try:
         # TRL's SFTConfig default sets transformers' renamed gradient_checkpointing
         with libraries_deprecation(".*gradient_checkpointing.*"):
