@@ -237,6 +237,23 @@ def test_stage_1_loss_is_the_slot_weighted_sum_of_the_slots_cross_entropies() ->
     torch.testing.assert_close(even(pixels, labels).loss, sum(ces))
 
 
+def test_augment_turns_or_mirrors_each_window_as_a_whole_and_keeps_its_labels(clips: Path) -> None:
+    plain = EventWindows(VideoCaptionDirectory(clips, 32, 16.0), 32, None, 32)
+    turned = EventWindows(VideoCaptionDirectory(clips, 32, 16.0), 32, None, 32, augment=True)
+    x = plain[0]["pixel_values_videos"]  # [3, W, S, S]
+    symmetries = [torch.rot90(m, k, dims=(2, 3)) for m in (x, x.flip(3)) for k in range(4)]
+    assert len({tuple(t.flatten().tolist()) for t in symmetries}) == 8  # a window with no symmetry of its own
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(40):
+        row = turned[0]
+        assert torch.equal(row["labels"], plain[0]["labels"])
+        # exactly one of the 8 symmetries, the same for every frame (the whole tensor matches it)
+        (match,) = [i for i, t in enumerate(symmetries) if torch.equal(row["pixel_values_videos"], t)]
+        seen.add(match)
+    assert len(seen) == 8  # 40 draws: each symmetry is missed with probability (7/8)^40 < 0.5%
+
+
 def test_a_linear_probe_reads_a_linear_slot_and_otherwise_guesses_the_majority() -> None:
     rng = np.random.default_rng(0)
     bits = rng.integers(0, 2, size=(240, 2))

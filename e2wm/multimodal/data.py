@@ -124,7 +124,9 @@ class EventWindows(Dataset):
     (``slot_labels``), over ``vocabulary`` (default: the one these windows' captions make).
 
     ``share`` < 1 keeps that share of the windows (a seeded draw: a smaller label budget); ``labelled=False``
-    leaves the labels out of the rows (stage 0 learns from the frames alone).
+    leaves the labels out of the rows (stage 0 learns from the frames alone). ``augment`` turns each row's
+    window by a random one of the square's 8 symmetries (rotations by quarter turns, mirrored or not), the
+    same for all its frames: where a thing stands in the training layouts then tells nothing of what it is.
     """
 
     def __init__(
@@ -136,8 +138,9 @@ class EventWindows(Dataset):
         vocabulary: dict[str, list[str]] | None = None,
         share: float = 1.0,
         labelled: bool = True,
+        augment: bool = False,
     ):
-        self.image_size, self.labelled = image_size, labelled
+        self.image_size, self.labelled, self.augment = image_size, labelled, augment
         self.windows = [w for clip in clips for w in clip_windows(clip, window_frames, stride)]
         if not self.windows:
             raise E2WMError("no clips to train on")
@@ -153,7 +156,11 @@ class EventWindows(Dataset):
         return len(self.windows)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        pixels = frames_to_pixels(self.windows[index].frames, self.image_size)
+        pixels = frames_to_pixels(self.windows[index].frames, self.image_size)  # [3, W, S, S]
+        if self.augment:
+            turns, mirror = torch.randint(4, ()).item(), torch.randint(2, ()).item()
+            pixels = torch.rot90(pixels, turns, dims=(2, 3))
+            pixels = pixels.flip(3) if mirror else pixels
         return (
             {"pixel_values_videos": pixels, "labels": self.labels[index]}
             if self.labelled

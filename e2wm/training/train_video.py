@@ -123,6 +123,14 @@ class VideoScriptArguments:
     label_fraction: float = field(
         default=1.0, metadata={"help": "stage 1: train on this share of the labelled windows (a seeded draw)"}
     )
+    augment: bool = field(
+        default=False,
+        metadata={
+            "help": "stages 0 and 1: turn and mirror each training window at random (one of the frame's 8 "
+            "symmetries), so the encoder tells objects by their look, not by where the training layouts "
+            "put them"
+        },
+    )
     slot_loss_weights: list[float] = field(
         default_factory=lambda: [1.0, 0.1, 0.1, 0.1],
         metadata={
@@ -356,7 +364,7 @@ def train_encoder(script: VideoScriptArguments, training: SFTConfig) -> Trainer:
     train_clips = load_clips(script, config, train=True)
     eval_clips = load_clips(script, config, train=False)
     windows = script.window_frames, script.window_stride, config.image_size
-    train_rows = EventWindows(train_clips, *windows, share=script.label_fraction)
+    train_rows = EventWindows(train_clips, *windows, share=script.label_fraction, augment=script.augment)
     eval_rows = EventWindows(eval_clips, *windows, train_rows.vocabulary) if eval_clips is not None else None
     config.id2label = dict(enumerate(EVENT_CLASSES))
     config.label2id = {name: i for i, name in enumerate(EVENT_CLASSES)}
@@ -399,7 +407,7 @@ def train_future(script: VideoScriptArguments, training: SFTConfig) -> Trainer:
     trainer = Trainer(
         model=VideoFuturePredictor(config, script.predict_steps),
         args=training,
-        train_dataset=EventWindows(train_clips, *windows, labelled=False),
+        train_dataset=EventWindows(train_clips, *windows, labelled=False, augment=script.augment),
         eval_dataset=EventWindows(eval_clips, *windows, labelled=False) if eval_clips is not None else None,
     )
     resume(trainer)
