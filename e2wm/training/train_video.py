@@ -135,7 +135,7 @@ class VideoScriptArguments:
         default_factory=lambda: [1.0, 0.1, 0.1, 0.1],
         metadata={
             "help": "stage 1: loss weight of each slot (verb, object, place, actor). The objects, places "
-            "and actors of 40 episodes are too many classes to learn first: at equal weights their loss "
+            "and actors (dozens of classes) are too many to learn first: at equal weights their loss "
             "drowned the verbs' and the encoder learned only the slots' priors"
         },
     )
