@@ -53,7 +53,10 @@ demo-video: setup $(OUT)/.collected
 	$(BIN)/accelerate launch --config_file accelerate_configs/cpu.yaml -m e2wm.training.train_video \
 		--config recipes/video_stage3_lora_cpu.yaml
 	$(BIN)/e2wm stream --model outputs/video/stage3-lora --rollouts $(OUT)/rollouts --split test_seen --episodes 4 \
-		--layout-seed 1
+		--layout-seed 1 --questions 8
+	@echo "--- the same model, video-blind (black frames): the baseline of the figures above ---"
+	$(BIN)/e2wm stream --model outputs/video/stage3-lora --rollouts $(OUT)/rollouts --split test_seen --episodes 4 \
+		--layout-seed 1 --questions 8 --video-blind
 
 test: setup
 	$(BIN)/pytest -q

@@ -172,7 +172,8 @@ def render(config: Any, quiet: bool) -> None:
 
 
 def stream(config: Any, quiet: bool) -> None:
-    """Narrate videos with a trained video model, 4 frames at a time, and score it where captions exist."""
+    """Narrate videos with a trained video model, 4 frames at a time, answer questions asked mid-stream, and
+    score both where the video has references."""
     from transformers.utils import logging
 
     from e2wm.multimodal.evaluate import evaluate_stream, load_narrator
@@ -183,13 +184,13 @@ def stream(config: Any, quiet: bool) -> None:
     size, fps = narrator.processor.image_size, narrator.fps
     scored = True
     if config.video:
-        from e2wm.multimodal.video_io import Clip, load_captions, load_video
+        from e2wm.multimodal.video_io import Clip, load_annotations, load_video
 
         captions_file = Path(config.video).with_suffix(".json")
         scored = captions_file.is_file()
-        captions = load_captions(captions_file) if scored else []
+        captions, questions = load_annotations(captions_file) if scored else ([], [])
         frames, fps = load_video(config.video, size, fps)
-        clips = [Clip(Path(config.video).stem, frames, fps, captions)]
+        clips = [Clip(Path(config.video).stem, frames, fps, captions, questions)]
     elif config.clips:
         from e2wm.multimodal.video_io import VideoCaptionDirectory
 
@@ -215,6 +216,9 @@ def stream(config: Any, quiet: bool) -> None:
         scored=scored,
         realtime=config.realtime,
         echo=print,
+        questions=config.questions,
+        asked=config.asked(),
+        video_blind=config.video_blind,
     )
     rate = result["frames_per_s"]
     print(
@@ -229,8 +233,14 @@ def stream(config: Any, quiet: bool) -> None:
         )
         print(
             f"on matched pairs: ROUGE-L {result['rouge_l']:.3f}, "
-            f"event-slot accuracy {result['slot_accuracy']:.3f}"
+            f"event-slot accuracy {result['slot_accuracy']:.3f} (verb {result['verb_accuracy']:.3f}, "
+            f"object {result['object_accuracy']:.3f})"
         )
+    if result.get("questions"):
+        kinds = ", ".join(f"{k} {v:.3f}" for k, v in result["question_accuracy_by_kind"].items())
+        print(f"questions: accuracy {result['question_accuracy']:.3f} of {result['questions']} ({kinds})")
+    elif config.questions:
+        print("questions: the clips have none to ask")
 
 
 def fisher(config: Any, quiet: bool) -> None:

@@ -473,6 +473,20 @@ ROWS: dict[str, Row] = {
     ),
     "train-video: video without its captions": (lambda i: _video(i, "v4", captions=None), "no caption file"),
     "train-video: video not a video": (lambda i: _video(i, "v5"), "cannot decode video"),
+    "train-video: question without an answer": (
+        lambda i: _video(
+            i, "v6", captions='{"captions": [], "questions": [{"time": 0.5, "text": "is the tv on?"}]}'
+        ),
+        "needs a non-empty 'text' and 'answer'",
+    ),
+    "train-video: slot weights not numbers": (
+        lambda i: [*_video(i, "v7"), "--slot_loss_weights", "1", "x"],
+        "slot_loss_weights must be a list of numbers",
+    ),
+    "train-video: recipe list of the wrong type": (
+        lambda i: ["train-video", "--config", i.file("rv.yaml", "slot_loss_weights: [1, many]\n")],
+        "slot_loss_weights must be a list of numbers, got [1, 'many']",
+    ),
 }
 
 

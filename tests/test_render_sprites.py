@@ -171,6 +171,25 @@ def test_layout_seed_moves_objects_and_the_default_stays_put(drink: dict) -> Non
     assert any(not np.array_equal(floors[0], f) for f in floors[1:])
 
 
+def test_layout_per_episode_places_each_episode_by_its_own_id(drink: dict) -> None:
+    names = {"cupboard": {"CLOSED"}, "water_glass": (), "water": ()}
+    per_episode = RenderConfig(pause_rate=0.0, style="sprites", layout_per_episode=True)
+
+    def where(episode: dict, config: RenderConfig) -> list[list[tuple[int, int]]]:
+        frame = render_episode(episode, config).frames[0]
+        return [_spots(frame, *tile_of(config, n, s), SHARE) for n, s in names.items()]
+
+    ids = ("a", "b", "c")
+    plain = [where({**drink, "episode_id": i}, SPRITES) for i in ids]
+    assert plain[1:] == plain[:-1]  # without it the id moves nothing
+    placed = [where({**drink, "episode_id": i}, per_episode) for i in ids]
+    assert placed[0] == where({**drink, "episode_id": "a"}, per_episode)  # an id always gets its layout
+    for spots in placed:  # the lead-in's person, at its room's centre, may stand on one of them
+        assert sum(len(s) == 1 for s in spots) >= 2, spots
+    assert all(a != b for a, b in itertools.combinations(placed, 2)), placed
+    assert all(spots != plain[0] for spots in placed)
+
+
 def test_style_flags_and_unknown_style(drink: dict, tmp_path, capsys) -> None:
     _one_line_error("unknown style 'cartoon'", render_episode, drink, RenderConfig(style="cartoon"))
     rollouts, out = tmp_path / "rollouts", tmp_path / "clips"

@@ -122,6 +122,14 @@ def test_slot_accuracy_parses_predictions_with_the_templates() -> None:
     walk = {"verb": "walk", "object": "kitchen", "actor": "person 2"}
     assert event_slot_accuracy([("person 1 walked to the kitchen", walk)]) == pytest.approx(2 / 3)
     assert event_slot_accuracy([("grabbed the mug", mug), ("the fridge is closed now", fridge)]) == 0.6
+    pairs = [
+        ("grabbed the cup", mug),
+        ("the fridge is closed now", fridge),
+        ("person 1 walked to the kitchen", walk),
+    ]
+    assert event_slot_accuracy(pairs, "verb") == pytest.approx(2 / 3)  # closed is the verb close, not open
+    assert event_slot_accuracy(pairs, "object") == pytest.approx(2 / 3)  # the cup is not the mug
+    assert event_slot_accuracy(pairs, "actor") == 0.0 and event_slot_accuracy(pairs, "place") == 0.0
 
 
 def test_score_stream_combines_the_three() -> None:

@@ -337,6 +337,18 @@ def test_streaming_matches_a_whole_sequence_forward(built, threshold):
         assert narrator.token_ids.count(model.config.feedback_end_id) == 6
 
 
+def overfit(model, example, steps: int) -> float:
+    """Train ``model`` on the one ``example`` with Adam at 1e-2; the last step's loss."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = model(**example).loss
+        loss.backward()
+        optimizer.step()
+    return loss.item()
+
+
 def test_overfit_model_narrates_its_clip_at_the_right_steps(lm):
     """Train on one clip with two captions; streaming then says them at their steps and nothing else."""
     model, processor = build(lm, tokens_per_step=1, seed=1)
@@ -344,19 +356,42 @@ def test_overfit_model_narrates_its_clip_at_the_right_steps(lm):
     clip[4:, 8:16, 8:16] = 255  # a white square appears at frame 4 (step 1)
     clip[16:, 8:16, 8:16, 1:] = 0  # and turns red at frame 16 (step 4)
     example = batched(processor.stream_example(clip, 16.0, [(0.25, "open fridge"), (1.0, "grab mug")]))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    model.train()
-    for _ in range(80):
-        optimizer.zero_grad()
-        loss = model(**example).loss
-        loss.backward()
-        optimizer.step()
-    assert loss.item() < 0.05
+    assert overfit(model, example, 80) < 0.05
     narrator = StreamingNarrator(model, processor)
     said = narrator.feed(clip[:10]) + narrator.feed(clip[10:13]) + narrator.feed(clip[13:])
     assert said == [((4 * 1 + 3) / 16, "open fridge"), ((4 * 4 + 3) / 16, "grab mug")]
     narrator.reset()
     assert narrator.feed(clip) == said
+
+
+def test_overfit_model_answers_questions_asked_mid_stream(lm):
+    """Train on one clip whose questions have different answers before and after an event; asked mid-stream,
+    the answers follow what has been watched, and the narration around them stays the same."""
+    model, processor = build(lm, tokens_per_step=1, seed=2)
+    clip = torch.zeros(24, 32, 32, 3, dtype=torch.uint8)
+    clip[8:, 8:16, 8:16] = 255  # a white square (an open fridge) appears at frame 8 (step 2)
+    asked = "is the fridge open?"
+    questions = [(0.25, asked, "no"), (0.75, asked, "yes"), (1.25, asked, "yes")]  # steps 1, 3 and 5
+    example = processor.stream_example(clip, 16.0, [(0.6, "open fridge")], questions=questions)
+    ids, labels = example["input_ids"].tolist(), example["labels"].tolist()
+    question = processor.question_ids(asked)
+    starts = [i for i in range(len(ids)) if ids[i : i + len(question)] == question]
+    assert len(starts) == 3
+    for start in starts:  # the question is read, not trained on; its answer is an utterance
+        assert labels[start : start + len(question)] == [-100] * len(question)
+        assert ids[start - 1] in (model.config.next_token_id, model.config.feedback_end_id)
+        assert ids[start + len(question)] == labels[start + len(question)] == model.config.feedback_start_id
+    assert overfit(model, batched(example), 100) < 0.05
+    narrator = StreamingNarrator(model, processor)
+    assert narrator.ask(asked) == StreamingNarrator.NOTHING_WATCHED  # before any frame: said so, no crash
+    answers, said = [], []
+    for step in range(6):
+        said += narrator.feed(clip[4 * step : 4 * step + 4])
+        if step in (1, 3, 5):
+            answers.append(narrator.ask(asked))
+    assert answers == ["no", "yes", "yes"]
+    assert said == [((4 * 2 + 3) / 16, "open fridge")]
+    assert narrator.token_ids == ids  # the sequence it was trained on, question tokens included
 
 
 def test_narrator_rejects_bad_frames(built):

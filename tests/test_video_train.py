@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -14,6 +15,7 @@ import yaml
 from safetensors.torch import load_file
 from support.jobs import kill_midway
 from support.tiny_lm import TINY_ENCODER, save_tiny_lm
+from transformers import AutoProcessor
 
 from e2wm.agents.explore import ExploreConfig, explore_episode
 from e2wm.cli import main
@@ -32,6 +34,7 @@ from e2wm.multimodal.data import (
 )
 from e2wm.multimodal.pretraining import covariance_term, variance_term
 from e2wm.multimodal.probe import probe_accuracy
+from e2wm.multimodal.questions import answer_matches
 from e2wm.multimodal.render import RenderConfig, render_episode, write_clip
 from e2wm.multimodal.video_io import Caption, Clip, VideoCaptionDirectory
 from e2wm.rollouts.schema import SCHEMA
@@ -109,6 +112,7 @@ def stages(tmp_path_factory, clips) -> dict:
         "v_proj",
     ]
     stage3 = ["--stage", "3", "--init_from", str(out["2"]), *lora, "--decision_loss_weight", "3.0"]
+    stage3 += ["--questions_per_window", "4"]
     train_video.main([*stage3, *data, *TRAINING, "--output_dir", str(out["3"])])
     return out
 
@@ -254,6 +258,22 @@ def test_augment_turns_or_mirrors_each_window_as_a_whole_and_keeps_its_labels(cl
     assert len(seen) == 8  # 40 draws: each symmetry is missed with probability (7/8)^40 < 0.5%
 
 
+def test_only_the_train_renders_take_a_layout_per_episode(tmp_path: Path, monkeypatch) -> None:
+    looks = []
+    monkeypatch.setattr(train_video, "render_rollouts", lambda rollouts, out, n, s, look: looks.append(look))
+    script = train_video.VideoScriptArguments(
+        rollouts="r", episodes=4, eval_split="validation", eval_episodes=2, eval_layout_seed=1,
+        layout_per_episode=True, render_cache=str(tmp_path),
+    )  # fmt: skip
+    encoder = VideoEncoderConfig(**TINY_ENCODER)
+    train = train_video.render(script, "train", encoder, train=True)
+    held_out = train_video.render(script, "validation", encoder, train=False)
+    assert [(look.layout_per_episode, look.layout_seed) for look in looks] == [(True, None), (False, 1)]
+    assert train != held_out
+    monkeypatch.setattr(train_video, "RENDER_FORMAT", train_video.RENDER_FORMAT + 1)
+    assert train_video.render(script, "train", encoder, train=True) != train  # new output: rendered anew
+
+
 def test_a_linear_probe_reads_a_linear_slot_and_otherwise_guesses_the_majority() -> None:
     rng = np.random.default_rng(0)
     bits = rng.integers(0, 2, size=(240, 2))
@@ -353,6 +373,46 @@ def test_stream_prints_utterances_frames_per_second_and_metrics(stages, clips, c
     out = capsys.readouterr().out
     assert not re.search(r"^\[", out, re.M) and "of 1 clip(s)" in out
     assert "precision 1.000 recall 0.000 F1 0.000" in out  # silence: nothing said, every caption missed
+
+
+def test_stage_3_rows_ask_the_first_windows_questions(stages, clips) -> None:
+    model = E2WMVideoForCausalLM.from_pretrained(stages["3"])
+    processor = AutoProcessor.from_pretrained(stages["3"])
+    directory = VideoCaptionDirectory(clips, 32, 16.0)
+    assert all(len(c.questions) > 4 for c in directory)
+    window = 64  # the first window of each clip asks; the others do not
+    rows = video_data.stream_rows(directory, processor, model.model.video_encoder, window, questions=4)
+    names = [w.name for c in directory for w in clip_windows(c, window)]
+    config = model.config  # an answer's <feedback> follows its question; an utterance's follows <video>
+    asked = [
+        sum(a == config.feedback_start_id and b != config.video_token_id for b, a in itertools.pairwise(r))
+        for r in (row.tolist() for row in rows["input_ids"])
+    ]
+    assert [n for n, k in zip(names, asked, strict=True) if k] == [n for n in names if n.endswith("@0")]
+    first = [k for n, k in zip(names, asked, strict=True) if n.endswith("@0")]
+    assert all(1 <= k <= 4 for k in first) and max(first) == 4
+
+
+def test_stream_answers_questions_mid_stream_and_blind(stages, clips, capsys) -> None:
+    argv = ["stream", "--model", str(stages["3"]), "--clips", str(clips), "--questions", "3"]
+    main([*argv, "--ask", "0:what is person 1 holding?", "999:is the fridge open?"])
+    out = capsys.readouterr().out.splitlines()
+    asked = [line for line in out if " Q: " in line]
+    scored = [line for line in asked if "(expected: " in line]
+    assert len(scored) == 6 and len(asked) == 10  # 3 drawn and 2 asked, per clip
+    assert sum(x.startswith("[   0.00s] Q: what is person 1 holding? A: ") for x in asked) == 2
+    [line] = [x for x in out if x.startswith("questions: accuracy")]
+    accuracy = float(re.search(r"accuracy ([\d.]+) of 6", line).group(1))
+    right = sum(answer_matches(*re.search(r" A: (.*) \(expected: (.*)\)$", x).groups()) for x in scored)
+    assert accuracy == pytest.approx(right / 6)
+    main([*argv, "--video-blind"])
+    blind = capsys.readouterr().out
+    assert blind.count("(expected: ") == 6 and "questions: accuracy" in blind
+    for bad in ("3.5", "x:what?", "-1:what?", "2:  "):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*argv, f"--ask={bad}"])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and "--ask takes SECONDS:QUESTION" in err and err.count("\n") == 1
 
 
 def test_stream_renders_rollouts_as_the_encoder_saw_them(stages, drink, tmp_path, monkeypatch, capsys):

@@ -23,6 +23,7 @@ from e2wm.errors import E2WMError
 from e2wm.multimodal.configuration import FRAMES_PER_STEP
 from e2wm.multimodal.encoder import VideoEncoder, frames_to_pixels
 from e2wm.multimodal.processing import E2WMVideoProcessor
+from e2wm.multimodal.questions import draw_questions
 from e2wm.multimodal.render import TEMPLATES, RenderConfig, parse_caption, render_episode
 from e2wm.multimodal.video_io import Clip
 from e2wm.rollouts.shards import load_episodes
@@ -38,7 +39,8 @@ IGNORE = -100  # not scored: a slot the step's caption does not state, or a verb
 
 def clip_windows(clip: Clip, window_frames: int, stride: int | None = None) -> list[Clip]:
     """Cut ``clip`` into windows of ``window_frames`` frames starting every ``stride`` (default: a window)
-    frames, named ``NAME@START``; captions are kept in the window they fall in, timed from its start."""
+    frames, named ``NAME@START``; captions are kept in the window they fall in, timed from its start, and
+    questions in the first window only (their answers count from the clip's start)."""
     stride = stride or window_frames
     if window_frames < FRAMES_PER_STEP or window_frames % FRAMES_PER_STEP:
         raise E2WMError(
@@ -60,13 +62,19 @@ def clip_windows(clip: Clip, window_frames: int, stride: int | None = None) -> l
 
 
 def _window(clip: Clip, start: int, length: int) -> Clip:
-    captions = []
-    for caption in clip.captions:
-        frame = int(caption.time * clip.fps + 1e-6)
-        if start <= frame < start + length:
-            # The middle of its frame, so that the step it falls in never depends on rounding.
-            captions.append(replace(caption, time=(frame - start + 0.5) / clip.fps))
-    return Clip(f"{clip.name}@{start}", clip.frames[start : start + length], clip.fps, captions)
+    def inside(items: list) -> list:
+        kept = []
+        for item in items:
+            frame = int(item.time * clip.fps + 1e-6)
+            if start <= frame < start + length:
+                # The middle of its frame, so that the step it falls in never depends on rounding.
+                kept.append(replace(item, time=(frame - start + 0.5) / clip.fps))
+        return kept
+
+    # A question's answer counts from the clip's start: only the first window keeps them.
+    questions = inside(clip.questions) if start == 0 else []
+    frames = clip.frames[start : start + length]
+    return Clip(f"{clip.name}@{start}", frames, clip.fps, inside(clip.captions), questions)
 
 
 def step_slots(clip: Clip) -> list[dict[str, str] | None]:
@@ -176,14 +184,27 @@ def stream_rows(
     window_frames: int,
     stride: int | None = None,
     batch_size: int = 16,
+    questions: int = 0,
+    seed: int = 0,
 ) -> datasets.Dataset:
     """Stage-2/3 rows: ``processor.stream_example`` of every window, with its pixels replaced by the frozen
-    ``encoder``'s features (``video_features`` ``[W // 4, D]``), computed once instead of every epoch."""
+    ``encoder``'s features (``video_features`` ``[W // 4, D]``), computed once instead of every epoch.
+
+    ``questions``: each window also asks up to this many of its clip's questions, drawn by ``seed`` and the
+    window's name, at their times."""
     encoder.eval()
     columns: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": [], "video_features": []}
     for batch in _batches((w for c in clips for w in clip_windows(c, window_frames, stride)), batch_size):
         examples = [
-            processor.stream_example(w.frames, w.fps, [(c.time, c.text) for c in w.captions]) for w in batch
+            processor.stream_example(
+                w.frames,
+                w.fps,
+                [(c.time, c.text) for c in w.captions],
+                questions=[
+                    (q.time, q.text, q.answer) for q in draw_questions(w.questions, questions, seed, w.name)
+                ],
+            )
+            for w in batch
         ]
         pixels = torch.stack([e.pop("pixel_values_videos") for e in examples])
         features = encoder(pixels.to(encoder.device, encoder.dtype)).float().cpu().numpy()

@@ -2,17 +2,19 @@
 
 ``evaluate_stream`` is what ``e2wm stream`` runs: per clip a fresh stream, its utterances (optionally echoed
 as they come, ``[  3.94s] grabbed the mug``), the frames/s of the model's work (time spent inside
-``StreamingNarrator.feed``), and, for clips with reference captions, ``score_stream``'s metrics.
+``StreamingNarrator.feed`` and ``ask``), for clips with reference captions ``score_stream``'s metrics, and
+the answers to questions asked mid-stream, scored against the clips' own (``answer_matches``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from e2wm.errors import E2WMError, error_line
@@ -20,8 +22,9 @@ from e2wm.multimodal.configuration import FRAMES_PER_STEP
 from e2wm.multimodal.metrics import score_stream
 from e2wm.multimodal.modeling import E2WMVideoForCausalLM
 from e2wm.multimodal.processing import E2WMVideoProcessor
+from e2wm.multimodal.questions import answer_matches, draw_questions
 from e2wm.multimodal.streaming import StreamingNarrator
-from e2wm.multimodal.video_io import Clip
+from e2wm.multimodal.video_io import Clip, Question
 from e2wm.splits import SPLITS
 
 Utterance = tuple[float, str]
@@ -50,6 +53,24 @@ class StreamConfig:
     threshold: float = field(default=0.5, metadata={"help": "keep watching while p(<next>) >= this"})
     tolerance: float = field(default=1.0, metadata={"help": "seconds an utterance may be off its caption"})
     realtime: bool = field(default=False, metadata={"help": "feed frames at the video's rate, not at once"})
+    questions: int = field(
+        default=0,
+        metadata={
+            "help": "ask up to this many of each clip's own questions (renders: answered by the simulator) "
+            "at their times, and score the answers"
+        },
+    )
+    ask: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "ask these of every clip, each at its time (e.g. '3.5:what is person 1 holding?')",
+            "metavar": "SECONDS:QUESTION",
+        },
+    )
+    video_blind: bool = field(
+        default=False,
+        metadata={"help": "stream black frames instead of the video: the same model's video-blind baseline"},
+    )
 
     def validate(self) -> None:
         sources = [s for s in (self.video, self.rollouts, self.clips) if s is not None]
@@ -57,6 +78,23 @@ class StreamConfig:
             raise E2WMError("give exactly one of --video, --rollouts and --clips")
         if self.episodes is not None and self.episodes < 1:
             raise E2WMError(f"--episodes must be at least 1, got {self.episodes}")
+        if self.questions < 0:
+            raise E2WMError(f"--questions must be non-negative, got {self.questions}")
+        self.asked()
+
+    def asked(self) -> list[Question]:
+        """The ``--ask`` questions (unscored: no answer)."""
+        questions = []
+        for item in self.ask:
+            seconds, _, text = item.partition(":")
+            try:
+                at = float(seconds)
+            except ValueError:
+                at = -1.0
+            if not 0 <= at < float("inf") or not text.strip():
+                raise E2WMError(f"--ask takes SECONDS:QUESTION with SECONDS >= 0, got {item!r}")
+            questions.append(Question(at, text.strip(), "", "asked"))
+        return questions
 
 
 def load_narrator(model_dir: str | Path, threshold: float = 0.5) -> StreamingNarrator:
@@ -91,13 +129,18 @@ def stream_clip(
     clip: Clip,
     realtime: bool = False,
     echo: Callable[[str], None] | None = None,
-) -> tuple[list[Utterance], float]:
-    """Feed ``clip`` from a fresh stream in chunks of 4 frames; its utterances and the seconds spent feeding.
+    questions: Sequence[Question] = (),
+) -> tuple[list[Utterance], float, list[str]]:
+    """Feed ``clip`` from a fresh stream in chunks of 4 frames, asking each of ``questions`` once the step
+    its time falls in has been fed (those past the end, at the end); its utterances, the seconds spent
+    feeding and answering, and the answers.
 
     ``realtime`` waits for each chunk's time to come (frames arrive at the clip's rate) before feeding it.
     """
     narrator.reset()
     said: list[Utterance] = []
+    answers: list[str] = []
+    pending = sorted(questions, key=lambda q: q.time)
     busy = 0.0
     start = time.perf_counter()
     for first in range(0, len(clip.frames), FRAMES_PER_STEP):
@@ -111,7 +154,21 @@ def stream_clip(
             if echo is not None:
                 echo(utterance_line(*utterance))
         said += new
-    return said, busy
+        last = first + len(chunk) >= len(clip.frames)
+        while pending and (last or int(pending[0].time * clip.fps // FRAMES_PER_STEP) < narrator.steps):
+            question = pending.pop(0)
+            began = time.perf_counter()
+            answers.append(narrator.ask(question.text))
+            busy += time.perf_counter() - began
+            if echo is not None:
+                echo(question_line(question, answers[-1]))
+    return said, busy, answers
+
+
+def question_line(question: Question, said: str) -> str:
+    """``[  3.94s] Q: what is person 1 holding? A: the mug (expected: the mug)``, on one line."""
+    expected = f" (expected: {question.answer})" if question.answer else ""
+    return f"[{question.time:7.2f}s] Q: {question.text} A: {' '.join(said.split())}{expected}"
 
 
 def utterance_line(seconds: float, text: str) -> str:
@@ -127,22 +184,37 @@ def evaluate_stream(
     scored: bool = True,
     realtime: bool = False,
     echo: Callable[[str], None] | None = None,
+    questions: int = 0,
+    asked: Sequence[Question] = (),
+    video_blind: bool = False,
 ) -> dict[str, Any]:
     """Narrate every clip with ``model`` (a directory from ``e2wm.training.train_video``, or a loaded
     narrator) at ``threshold``; frames, seconds, frames/s and the predictions, plus ``score_stream`` metrics
-    against the clips' captions (``scored=False``: clips without references)."""
+    against the clips' captions (``scored=False``: clips without references).
+
+    ``questions``: also ask up to this many of each clip's questions (a seeded draw) and report their
+    accuracy, overall and per kind; ``asked``: questions for every clip, answered but not scored.
+    ``video_blind``: black frames instead of each clip's (the same model, blind)."""
     if tolerance < 0:
         raise E2WMError(f"tolerance must be non-negative, got {tolerance}")
     if not 0 <= threshold <= 1:
         raise E2WMError(f"threshold must be in [0, 1], got {threshold}")
     narrator = model if isinstance(model, StreamingNarrator) else load_narrator(model)
     narrator.threshold = threshold
-    names, predictions, references = [], [], []
+    if questions < 0:
+        raise E2WMError(f"questions must be non-negative, got {questions}")
+    names, predictions, references, scores = [], [], [], []
     frames, seconds = 0, 0.0
     for clip in clips:
         if echo is not None:
             echo(f"--- {clip.name}: {len(clip.frames)} frames, {len(clip.frames) / clip.fps:.2f} s ---")
-        said, busy = stream_clip(narrator, clip, realtime, echo)
+        if video_blind:
+            clip = replace(clip, frames=np.zeros_like(clip.frames))
+        drawn = [*draw_questions(clip.questions, questions, 0, clip.name), *asked]
+        said, busy, answers = stream_clip(narrator, clip, realtime, echo, drawn)
+        scores += [
+            (q.kind, answer_matches(a, q.answer)) for q, a in zip(drawn, answers, strict=True) if q.answer
+        ]
         names.append(clip.name)
         predictions.append(said)
         references.append(clip.captions)
@@ -160,4 +232,11 @@ def evaluate_stream(
     }
     if scored:
         result.update(score_stream(predictions, references, tolerance))
+    if questions:
+        result["questions"] = len(scores)
+        result["question_accuracy"] = sum(ok for _, ok in scores) / len(scores) if scores else float("nan")
+        result["question_accuracy_by_kind"] = {
+            kind: sum(ok for k, ok in scores if k == kind) / sum(k == kind for k, _ in scores)
+            for kind in sorted({k for k, _ in scores})
+        }
     return result

@@ -157,8 +157,9 @@ def rouge_l(pairs: Sequence[tuple[str, str]]) -> float:
     return sum(_scorer().score(ref, pred)["rougeL"].fmeasure for pred, ref in pairs) / len(pairs)
 
 
-def event_slot_accuracy(pairs: Sequence[tuple[str, Mapping[str, str]]]) -> float:
-    """The fraction of reference slots a prediction states, over (prediction text, reference slots) pairs.
+def event_slot_accuracy(pairs: Sequence[tuple[str, Mapping[str, str]]], slot: str | None = None) -> float:
+    """The fraction of reference slots a prediction states, over (prediction text, reference slots) pairs;
+    with ``slot``, of that slot only (e.g. ``"verb"``, ``"object"``).
 
     Each prediction is parsed back into slots with the renderer's templates (``parse_caption``); one
     that fits no template gets every slot wrong. Slots the reference lacks are not scored. 0 with no slots.
@@ -166,15 +167,17 @@ def event_slot_accuracy(pairs: Sequence[tuple[str, Mapping[str, str]]]) -> float
     right = total = 0
     for text, slots in pairs:
         parsed = parse_caption(text) or {}
-        right += sum(parsed.get(key) == value for key, value in slots.items())
-        total += len(slots)
+        scored = [(k, v) for k, v in slots.items() if slot is None or k == slot]
+        right += sum(parsed.get(key) == value for key, value in scored)
+        total += len(scored)
     return right / total if total else 0.0
 
 
 def score_stream(
     predictions: Sequence[Any], references: Sequence[Any], tolerance: float = 1.0
 ) -> dict[str, float]:
-    """Temporal P/R/F1 and counts, plus ROUGE-L and slot accuracy on the matched pairs.
+    """Temporal P/R/F1 and counts, plus ROUGE-L and slot accuracy (all slots, the verb's, the object's) on
+    the matched pairs.
 
     A reference without slots gets the slots its text parses to (none if it fits no template).
     """
@@ -191,4 +194,6 @@ def score_stream(
         "reference": score.reference,
         "rouge_l": rouge_l([(pred.text, ref.text) for pred, ref in matched]),
         "slot_accuracy": event_slot_accuracy(slots),
+        "verb_accuracy": event_slot_accuracy(slots, "verb"),
+        "object_accuracy": event_slot_accuracy(slots, "object"),
     }

@@ -2,8 +2,9 @@
 
 A stream sequence interleaves, for each 4-frame feature step ``i`` of a clip, ``k`` ``<video>`` tokens and the
 model's decision: ``<next>`` (keep watching) or ``<feedback> caption </feedback>`` for the captions whose time
-falls in that step (``int(time * fps // 4) == i``; several are joined with a space). Labels are -100 on the
-prompt and the ``<video>`` tokens; the decisions and the utterances are targets.
+falls in that step (``int(time * fps // 4) == i``; several are joined with a space). A question asked in that
+step follows the decision: `` Question: TEXT Answer:`` then ``<feedback> answer </feedback>``. Labels are -100
+on the prompt, the ``<video>`` tokens and the questions; the decisions, utterances and answers are targets.
 """
 
 from __future__ import annotations
@@ -56,6 +57,12 @@ class E2WMVideoProcessor(ProcessorMixin):
         """The token ids before the first video step (with the tokenizer's own special prefix, if any)."""
         return self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
 
+    def question_ids(self, text: str) -> list[int]:
+        """The tokens that ask ``text`` mid-stream; the answer follows as an utterance."""
+        return self.tokenizer(f" Question: {' '.join(text.split())} Answer:", add_special_tokens=False)[
+            "input_ids"
+        ]
+
     def utterance_ids(self, text: str) -> list[int]:
         return self.tokenizer(" " + text.strip(), add_special_tokens=False)["input_ids"]
 
@@ -89,24 +96,39 @@ class E2WMVideoProcessor(ProcessorMixin):
         return BatchFeature(data=data)
 
     def stream_example(
-        self, frames, fps: float, captions: Sequence[tuple[float, str]], prompt: str = ""
+        self,
+        frames,
+        fps: float,
+        captions: Sequence[tuple[float, str]],
+        prompt: str = "",
+        questions: Sequence[tuple[float, str, str]] = (),
     ) -> dict[str, torch.Tensor]:
         """A stream training sequence for one clip (uint8 ``[T, H, W, 3]``; trailing frames beyond a multiple
-        of 4 are dropped) and its timed captions (seconds, text): 1-D ``input_ids``, ``attention_mask``,
-        ``labels`` and ``pixel_values_videos`` ``[3, T, S, S]``."""
+        of 4 are dropped), its timed captions (seconds, text) and questions (seconds, question, answer): 1-D
+        ``input_ids``, ``attention_mask``, ``labels`` and ``pixel_values_videos`` ``[3, T, S, S]``."""
         frames = self._whole_steps(frames)
         steps = frames.shape[0] // FRAMES_PER_STEP
-        said: dict[int, list[str]] = {}
-        for time, text in captions:
+
+        def step_of(time: float, what: str) -> int:
             step = int(time * fps // FRAMES_PER_STEP)
             if time < 0 or step >= steps:
                 raise E2WMError(
-                    f"caption {text!r} at {time:.2f} s is outside the clip "
+                    f"{what} at {time:.2f} s is outside the clip "
                     f"({steps} steps of {FRAMES_PER_STEP} frames at {fps:g} fps)"
                 )
+            return step
+
+        said: dict[int, list[str]] = {}
+        for time, text in captions:
+            step = step_of(time, f"caption {text!r}")
             if not text.strip():
                 raise E2WMError(f"empty caption at {time:.2f} s")
             said.setdefault(step, []).append(text.strip())
+        asked: dict[int, list[tuple[str, str]]] = {}
+        for time, text, answer in questions:
+            if not text.strip() or not answer.strip():
+                raise E2WMError(f"question at {time:.2f} s needs a text and an answer")
+            asked.setdefault(step_of(time, f"question {text!r}"), []).append((text, answer))
         ids = self.prompt_ids(prompt)
         labels = [-100] * len(ids)
         for step in range(steps):
@@ -122,6 +144,11 @@ class E2WMVideoProcessor(ProcessorMixin):
                 decision = [self.next_token_id]
             ids += decision
             labels += decision
+            for text, answer in asked.get(step, []):
+                question = self.question_ids(text)
+                reply = [self.feedback_start_id, *self.utterance_ids(answer), self.feedback_end_id]
+                ids += question + reply
+                labels += [-100] * len(question) + reply
         return {
             "input_ids": torch.tensor(ids),
             "attention_mask": torch.ones(len(ids), dtype=torch.long),

@@ -7,7 +7,8 @@ the objects the episode touches as small squares coloured by state (on, open, of
 held objects travel beside their holder), and each person as a coloured dot. With ``style="sprites"`` each
 object class has its own shape, pattern and colour instead, and the acting person shows it (sprites.py). An
 object without a bounding box sits at a fixed spot of its room (a hash of its id, and of ``layout_seed`` if
-given: another layout, the grid's rooms shuffled too) or beside what it is on or inside.
+given: another layout, the grid's rooms shuffled too; with ``layout_per_episode`` also of the episode's id) or
+beside what it is on or inside.
 
 Timeline: ``lead_in`` frames of the initial state, then ``frames_per_step`` frames per step. In a step
 the acting person moves, for its first ``move_fraction`` of frames, to stand beside what it acts on
@@ -42,6 +43,7 @@ from tqdm import tqdm
 from virtualhome_eval.simulation.evolving_graph.environment import Relation
 
 from e2wm.errors import E2WMError, release
+from e2wm.multimodal.questions import episode_questions
 from e2wm.multimodal.sprites import RGB, Painter
 from e2wm.multimodal.video_io import Caption, Clip
 from e2wm.rollouts.replay import initial_graph, replay_steps, start, touched_objects
@@ -102,6 +104,10 @@ TEMPLATES: dict[str, str] = {
     "move": "moved the {object}",
 }
 STATE_OF_VERB = {"open": "open", "close": "closed", "switchon": "on", "switchoff": "off"}
+# The version of what a render writes: render caches (e2wm.training.train_video) key on it and on the
+# settings, so that a change renders anew. 2: clips carry questions.
+RENDER_FORMAT = 2
+PUTS = {"putin": "in", "putback": "on"}  # verbs that put their object somewhere: the place's preposition
 _VERB_ALIASES = {"lookat_short": "lookat", "lookat_long": "lookat"}
 
 
@@ -199,6 +205,13 @@ class RenderConfig:
     layout_seed: int | None = field(
         default=None,
         metadata={"help": "place objects (and rooms without bounding boxes) by this seed: other layouts"},
+    )
+    layout_per_episode: bool = field(
+        default=False,
+        metadata={
+            "help": "place each episode's objects and rooms by its own seed (its episode id, with "
+            "layout_seed): a layout per episode, so that where a thing stands tells nothing of what it is"
+        },
     )
 
     def validate(self) -> None:
@@ -309,10 +322,12 @@ def _box(node: Any) -> tuple[float, float, float, float] | None:
 class _Plan:
     """The rooms in pixels, the floor-plan image, and where each node rests at the start."""
 
-    def __init__(self, sim: VirtualHomeSimulator, config: RenderConfig):
+    def __init__(self, sim: VirtualHomeSimulator, config: RenderConfig, episode_id: object):
         self.sim, self.config = sim, config
         # Spots hashed with the seed, if any: another layout (no seed: the key, and so the spot, as before).
         self.seed = () if config.layout_seed is None else (config.layout_seed,)
+        if config.layout_per_episode:
+            self.seed = (*self.seed, "episode", str(episode_id))
         rooms = sorted(n.id for n in sim.state.get_nodes_by_attr("category", "Rooms"))
         if not rooms:
             raise E2WMError("scene graph: no rooms to draw")
@@ -553,7 +568,7 @@ def render_episode(
     config.validate()
     graph = graph if graph is not None else initial_graph(episode)
     sim, objects, moments = _replay(episode, graph)
-    plan = _Plan(sim, config)
+    plan = _Plan(sim, config, episode["episode_id"])
     keys = _keyframes(episode, plan, objects, moments)
     steps = episode["steps"]
     rng = random.Random(zlib.crc32(str(episode["episode_id"]).encode()))
@@ -576,7 +591,7 @@ def render_episode(
         frames[: config.lead_in] = _draw(plan, objects, moments[0], keys.resting[0], keys.people[0])
     moving = min(config.frames_per_step - 1, max(1, round(config.move_fraction * config.frames_per_step)))
     several = len(sim.state.char_ids) > 1
-    captions = []
+    captions, times, puts = [], [], []
     start = config.lead_in
     for k, (step, pause) in enumerate(zip(steps, pauses, strict=True)):
         actor = step["actor"]
@@ -600,11 +615,15 @@ def render_episode(
                 (actor, keys.targets[k], after) if step["success"] else None,
             )
         end = start + config.frames_per_step - 1
+        times.append(end / config.fps)
+        puts.append(None)
         if step["success"]:
             slots = caption_slots(
                 step["verb"], step["object_names"], f"person {actor + 1}" if several else None
             )
             captions.append(Caption(end / config.fps, caption_text(slots), slots))
+            if slots["verb"] in PUTS and "place" in slots:
+                puts[-1] = (slots["place"], PUTS[slots["verb"]])
         if painter is not None and pause:  # the scene stands still, and no one acts in it
             still = painter.frame(
                 moments[k + 1 : k + 2] * 2, keys.resting[k + 1 : k + 2] * 2, keys.people[k + 1]
@@ -613,7 +632,16 @@ def render_episode(
         else:
             frames[end + 1 : end + 1 + pause] = frames[end]
         start = end + 1 + pause
-    return Clip(episode["episode_id"], frames, float(config.fps), captions)
+    questions = episode_questions(
+        times,
+        [m.holder for m in moments[1:]],
+        [m.states for m in moments[1:]],
+        puts,
+        {obj: sim.node(obj).class_name.replace("_", " ") for obj in objects},
+        len(sim.state.char_ids),
+        str(episode["episode_id"]),
+    )
+    return Clip(episode["episode_id"], frames, float(config.fps), captions, questions)
 
 
 # --- writing -----------------------------------------------------------------------------------------------
@@ -663,6 +691,8 @@ def write_clip(clip: Clip, directory: str | Path, name: str) -> Path:
         container.mux(stream.encode(None))
     fps = int(clip.fps) if float(clip.fps).is_integer() else clip.fps
     record = {"fps": fps, "frames": len(frames), "captions": [c.to_dict() for c in clip.captions]}
+    if clip.questions:
+        record["questions"] = [q.to_dict() for q in clip.questions]
     tmp_captions.write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2))
     os.replace(tmp_video, video)
     os.replace(tmp_captions, captions)

@@ -1,6 +1,6 @@
 """Narrate a live video stream: step the encoder per 4 frames and extend the LM's KV cache, never
 recomputing the past; at every step the model keeps watching (``<next>``) or speaks
-(``<feedback> ... </feedback>``).
+(``<feedback> ... </feedback>``), and between steps it answers questions about what it has watched.
 """
 
 from __future__ import annotations
@@ -19,10 +19,13 @@ class StreamingNarrator:
     At each step the ``k`` projected features go into the cache and the model's next-token distribution
     decides: ``p(<next>) >= threshold`` keeps watching, anything else opens an utterance that is decoded
     greedily (without ``<video>``, ``<next>`` or ``<feedback>``) until ``</feedback>``, an EOS token or
-    ``max_utterance_tokens`` tokens (then ``</feedback>`` is forced). ``token_ids`` is the sequence the model
+    ``max_utterance_tokens`` tokens (then ``</feedback>`` is forced). ``ask`` puts a question into the
+    stream after the last step and decodes the answer the same way. ``token_ids`` is the sequence the model
     has seen, as a whole-clip forward would see it; ``last_logits`` are the logits of the last decision.
     The model is put in eval mode.
     """
+
+    NOTHING_WATCHED = "nothing yet: no frame has been watched"
 
     def __init__(
         self,
@@ -92,10 +95,27 @@ class StreamingNarrator:
         if torch.softmax(logits.float(), -1)[self.model.config.next_token_id] >= self.threshold:
             self._decide(self.model.config.next_token_id)
             return None
+        return self._say()
+
+    @torch.inference_mode()
+    def ask(self, question: str) -> str:
+        """The model's answer to ``question`` about the frames fed so far (before any step, it says so)."""
+        if not question.strip():
+            raise E2WMError("a question needs some text")
+        if self.steps == 0:
+            return self.NOTHING_WATCHED
+        ids = self.processor.question_ids(question)
+        self.token_ids += ids
+        self._pending += ids
+        return self._say()
+
+    def _say(self) -> str:
+        """Decode an utterance after ``<feedback>`` (the pending tokens first) until it ends."""
         utterance, token = [], self.model.config.feedback_start_id
         while True:
             self.token_ids.append(token)
-            logits = self._forward([token]).clone()
+            logits = self._forward([*self._pending, token]).clone()
+            self._pending = []
             logits[self._banned] = float("-inf")
             token = int(logits.argmax())
             if token in self._stop or len(utterance) == self.max_utterance_tokens:

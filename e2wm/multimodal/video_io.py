@@ -3,7 +3,10 @@
 The JSON is ``{"fps": 16, "frames": T, "captions": [{"time": 1.4375, "text": "grabbed the mug",
 "slots": {"verb": "grab", "object": "mug"}}, ...]}``: caption times in seconds from the first frame,
 sorted; ``slots`` is optional (real videos rarely have it) and ``fps``/``frames`` describe the video as
-written (the video itself is the authority). Rendered rollouts and real videos read the same way.
+written (the video itself is the authority). Rendered rollouts and real videos read the same way. An
+optional ``"questions": [{"time": 2.9375, "text": "what is person 1 holding?", "answer": "the mug",
+"kind": "holding"}, ...]`` asks about what the video has shown up to ``time`` (renders compute the answers
+in the simulator).
 """
 
 from __future__ import annotations
@@ -36,14 +39,29 @@ class Caption:
         return {"time": self.time, "text": self.text, "slots": dict(self.slots)}
 
 
+@dataclass(frozen=True)
+class Question:
+    """A question about what the video has shown up to ``time`` seconds, its answer, and what it asks about
+    (``kind``: e.g. holding, state, count)."""
+
+    time: float
+    text: str
+    answer: str
+    kind: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"time": self.time, "text": self.text, "answer": self.answer, "kind": self.kind}
+
+
 @dataclass
 class Clip:
-    """A video (``frames`` uint8 [T, H, W, 3] RGB at ``fps``) and its captions."""
+    """A video (``frames`` uint8 [T, H, W, 3] RGB at ``fps``), its captions and questions about it."""
 
     name: str
     frames: np.ndarray
     fps: float
     captions: list[Caption]
+    questions: list[Question] = field(default_factory=list)
 
 
 def _size(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -108,23 +126,39 @@ def load_video(
     return video[index], float(fps)
 
 
+def _time(path: Path, what: str, item: dict) -> float:
+    time = item.get("time")
+    if isinstance(time, bool) or not isinstance(time, int | float) or not math.isfinite(time) or time < 0:
+        raise E2WMError(f"{path}: {what} needs a non-negative number 'time', got {time!r}")
+    return float(time)
+
+
 def _caption(path: Path, k: int, item: Any) -> Caption:
     if not isinstance(item, dict):
         raise E2WMError(f"{path}: caption {k} is not an object")
-    time, text, slots = item.get("time"), item.get("text"), item.get("slots", {})
-    if isinstance(time, bool) or not isinstance(time, int | float) or not math.isfinite(time) or time < 0:
-        raise E2WMError(f"{path}: caption {k} needs a non-negative number 'time', got {time!r}")
+    time, text, slots = _time(path, f"caption {k}", item), item.get("text"), item.get("slots", {})
     if not isinstance(text, str) or not text.strip():
         raise E2WMError(f"{path}: caption {k} needs a non-empty 'text'")
     if not isinstance(slots, dict) or not all(
         isinstance(key, str) and isinstance(v, str) for key, v in slots.items()
     ):
         raise E2WMError(f"{path}: caption {k} 'slots' must map strings to strings")
-    return Caption(float(time), text, dict(slots))
+    return Caption(time, text, dict(slots))
 
 
-def load_captions(path: str | Path) -> list[Caption]:
-    """Read and validate a caption file: an object whose ``captions`` are sorted by time."""
+def _question(path: Path, k: int, item: Any) -> Question:
+    if not isinstance(item, dict):
+        raise E2WMError(f"{path}: question {k} is not an object")
+    time, kind = _time(path, f"question {k}", item), item.get("kind", "")
+    text, answer = item.get("text"), item.get("answer")
+    if not all(isinstance(v, str) and v.strip() for v in (text, answer)) or not isinstance(kind, str):
+        raise E2WMError(f"{path}: question {k} needs a non-empty 'text' and 'answer' (and a string 'kind')")
+    return Question(time, text, answer, kind)
+
+
+def load_annotations(path: str | Path) -> tuple[list[Caption], list[Question]]:
+    """Read and validate a caption file: an object whose ``captions`` are sorted by time, and its optional
+    ``questions``."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -134,11 +168,18 @@ def load_captions(path: str | Path) -> list[Caption]:
         raise E2WMError(f"{path}: not valid JSON ({error_line(exc)})") from None
     if not isinstance(data, dict) or not isinstance(data.get("captions"), list):
         raise E2WMError(f"{path}: expected a JSON object with a 'captions' list")
+    if not isinstance(data.get("questions", []), list):
+        raise E2WMError(f"{path}: 'questions' must be a list")
     captions = [_caption(path, k, item) for k, item in enumerate(data["captions"])]
     for k in range(1, len(captions)):
         if captions[k].time < captions[k - 1].time:
             raise E2WMError(f"{path}: captions are not sorted by time (caption {k} comes before {k - 1})")
-    return captions
+    return captions, [_question(path, k, item) for k, item in enumerate(data.get("questions", []))]
+
+
+def load_captions(path: str | Path) -> list[Caption]:
+    """The captions of a caption file (``load_annotations``)."""
+    return load_annotations(path)[0]
 
 
 class VideoCaptionDirectory(Sequence[Clip]):
@@ -165,12 +206,15 @@ class VideoCaptionDirectory(Sequence[Clip]):
             raise E2WMError(f"{self.directory}: no videos ({', '.join(VIDEO_SUFFIXES)})")
         self.videos: list[Path] = []
         self.captions: list[list[Caption]] = []
+        self.questions: list[list[Question]] = []
         for video in videos:
-            captions = video.with_suffix(".json")
-            if not captions.is_file():
-                raise E2WMError(f"{video}: no caption file {captions.name} next to it")
+            annotations = video.with_suffix(".json")
+            if not annotations.is_file():
+                raise E2WMError(f"{video}: no caption file {annotations.name} next to it")
+            captions, questions = load_annotations(annotations)
             self.videos.append(video)
-            self.captions.append(load_captions(captions))
+            self.captions.append(captions)
+            self.questions.append(questions)
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -186,9 +230,10 @@ class VideoCaptionDirectory(Sequence[Clip]):
         frames, fps = load_video(video, self.size, self.fps)
         captions = self.captions[index]
         duration = len(frames) / fps
-        late = [c for c in captions if c.time >= duration]
+        late = [c for c in [*captions, *self.questions[index]] if c.time >= duration]
         if late:
             raise E2WMError(
-                f"{video}: caption at {late[0].time:.3f} s is past the video's end ({duration:.3f} s)"
+                f"{video}: caption or question at {late[0].time:.3f} s is past the video's end "
+                f"({duration:.3f} s)"
             )
-        return Clip(video.stem, frames, fps, list(captions))
+        return Clip(video.stem, frames, fps, list(captions), list(self.questions[index]))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +58,20 @@ def end_processes(trainer: Any) -> None:
     still holds the group (the DDP wrapper does, and DeepSpeed unless ``import_before_the_group`` ran);
     a rank whose threads are torn down with the interpreter aborts now and then ("terminate called
     without an active exception": 1 run in 4 of the two-process test before the group was destroyed,
-    1 CI run in ~30 while the wrapper still held it)."""
+    1 CI run in ~30 while the wrapper still held it).
+
+    Where the last reference goes matters too: the group's destructor joins its worker threads while this
+    thread holds the GIL, and a worker still finishing the last collective needs the GIL to free its
+    tensors: a deadlock (seen once: rank 1 hung in ``~ProcessGroupGloo`` when dropping the wrapper freed
+    the group right after the final barrier). So the wrapper goes first, while the group's registry still
+    holds the group, then this thread sleeps (releasing the GIL) so that the workers finish, and only then
+    does ``destroy_process_group`` drop the last reference, to idle workers."""
     trainer.accelerator.wait_for_everyone()
-    trainer.accelerator.end_training()
     trainer.model_wrapped = trainer.model
     trainer.accelerator.free_memory()  # drops the accelerator's references, then collects the garbage
+    if trainer.accelerator.num_processes > 1:
+        time.sleep(WORKERS_SETTLE_S)
+    trainer.accelerator.end_training()
+
+
+WORKERS_SETTLE_S = 0.5  # a worker needs the GIL for microseconds; ample even on a loaded machine

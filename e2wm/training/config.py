@@ -10,8 +10,10 @@ set or model is loaded.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -284,8 +286,11 @@ def recipe_fields(classes: tuple[type, ...]) -> dict[str, Any]:
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             if f.init:
-                kinds = [t for t in typing.get_args(hints[f.name]) if t is not type(None)]
-                fields[f.name] = kinds[0] if len(kinds) == 1 else hints[f.name]
+                hint = hints[f.name]
+                if typing.get_origin(hint) in (typing.Union, types.UnionType):
+                    kinds = [t for t in typing.get_args(hint) if t is not type(None)]
+                    hint = kinds[0] if len(kinds) == 1 else hint
+                fields[f.name] = hint
     return fields
 
 
@@ -305,7 +310,11 @@ def check_flags(argv: list[str], fields: dict[str, Any]) -> None:
             value = arg.split("=", 1)[1] if "=" in arg else argv[i + 1] if i + 1 < len(argv) else None
             if fields[name] is not bool and value is None:
                 raise E2WMError(f"--{name} needs a value")
-            if value is not None and not value.startswith("--") and not _fits(value, fields[name]):
+            if typing.get_origin(fields[name]) in (list, tuple) and "=" not in arg:
+                value = list(itertools.takewhile(lambda v: not v.startswith("--"), argv[i + 1 :]))
+                if not _fits(value, fields[name]):
+                    raise E2WMError(f"--{name} must be {_describe(fields[name])}, got {' '.join(value)!r}")
+            elif value is not None and not value.startswith("--") and not _fits(value, fields[name]):
                 raise E2WMError(f"--{name} must be {_describe(fields[name])}, got {value!r}")
             continue
         raise E2WMError(f"unknown flag --{name}{did_you_mean(f'--{name}', [f'--{f}' for f in fields])}")
@@ -323,7 +332,12 @@ def check_recipe(path: str, fields: dict[str, Any]) -> None:
 
 
 def _fits(value: Any, kind: Any) -> bool:
-    """Whether a YAML value can stand for a field of type ``kind`` (argparse converts strings later)."""
+    """Whether a YAML value can stand for a field of type ``kind`` (argparse converts strings later); a list
+    field's value (or each of its items) as its items' type."""
+    if typing.get_origin(kind) in (list, tuple):
+        items = [t for t in typing.get_args(kind) if t is not Ellipsis]
+        if len(items) == 1:
+            return all(_fits(v, items[0]) for v in (value if isinstance(value, list) else [value]))
     if value is None or kind not in (bool, int, float):
         return True  # None unsets; other types are checked by the dataclasses themselves
     if kind is bool:
@@ -338,6 +352,8 @@ def _fits(value: Any, kind: Any) -> bool:
 
 
 def _describe(kind: Any) -> str:
+    if typing.get_origin(kind) in (list, tuple) and typing.get_args(kind):
+        return f"a list of {_describe(typing.get_args(kind)[0]).removeprefix('a ').removeprefix('an ')}s"
     return {bool: "true or false", int: "an integer", float: "a number"}.get(kind, str(kind))
 
 

@@ -66,7 +66,7 @@ from e2wm.multimodal.data import (
 )
 from e2wm.multimodal.pretraining import VideoFuturePredictor
 from e2wm.multimodal.probe import probe_accuracy, step_pixels
-from e2wm.multimodal.render import STYLES, RenderConfig, render_rollouts
+from e2wm.multimodal.render import RENDER_FORMAT, STYLES, RenderConfig, render_rollouts
 from e2wm.multimodal.video_io import Clip, VideoCaptionDirectory
 from e2wm.training.checkpoints import end_processes, resume_point
 from e2wm.training.config import parse_recipe
@@ -109,6 +109,13 @@ class VideoScriptArguments:
     layout_seed: int | None = field(
         default=None, metadata={"help": "rollouts: place the train renders' objects by this seed"}
     )
+    layout_per_episode: bool = field(
+        default=False,
+        metadata={
+            "help": "rollouts: place each train render's objects by its own seed (a layout per episode), so "
+            "that positions tell nothing of what a thing is"
+        },
+    )
     eval_layout_seed: int | None = field(
         default=None,
         metadata={"help": "rollouts: place the eval renders' objects by this seed (one not trained on)"},
@@ -122,6 +129,13 @@ class VideoScriptArguments:
     )
     label_fraction: float = field(
         default=1.0, metadata={"help": "stage 1: train on this share of the labelled windows (a seeded draw)"}
+    )
+    questions_per_window: int = field(
+        default=0,
+        metadata={
+            "help": "stages 2-3: a window that starts its clip also asks up to this many of the clip's "
+            "questions (renders: answered by the simulator), each answer trained as an utterance"
+        },
     )
     augment: bool = field(
         default=False,
@@ -206,8 +220,10 @@ class VideoScriptArguments:
             frames = getattr(self, name)
             if frames is not None and (frames < 4 or frames % 4):
                 raise E2WMError(f"{name} must be a positive multiple of 4 frames, got {frames}")
-        if self.tokens_per_step < 1 or self.decision_loss_weight < 0:
-            raise E2WMError("tokens_per_step must be >= 1 and decision_loss_weight >= 0")
+        if self.tokens_per_step < 1 or self.decision_loss_weight < 0 or self.questions_per_window < 0:
+            raise E2WMError(
+                "tokens_per_step must be >= 1, decision_loss_weight >= 0 and questions_per_window >= 0"
+            )
 
     def encoder_config(self) -> VideoEncoderConfig:
         return VideoEncoderConfig(
@@ -248,8 +264,14 @@ def render(script: VideoScriptArguments, split: str, encoder: VideoEncoderConfig
     size = max(16, encoder.image_size + encoder.image_size % 2)
     layout_seed = script.layout_seed if train else script.eval_layout_seed
     style = encoder.render_style
-    config = RenderConfig(size=size, fps=round(encoder.fps), style=style, layout_seed=layout_seed)
-    key = zlib.crc32(repr(config).encode())  # a change of the renderer's settings renders anew
+    config = RenderConfig(
+        size=size,
+        fps=round(encoder.fps),
+        style=style,
+        layout_seed=layout_seed,
+        layout_per_episode=train and script.layout_per_episode,
+    )
+    key = zlib.crc32(repr((RENDER_FORMAT, config)).encode())  # other settings or output: rendered anew
     out = Path(script.render_cache) / f"{split}-{episodes or 'all'}-{size}px-{encoder.fps:g}fps-{key:08x}"
     render_rollouts(script.rollouts, out, episodes, split, config)
     return str(out)
@@ -522,15 +544,16 @@ def stream_trainer(
     eval_clips = load_clips(script, video, train=False)
     encoder = model.model.video_encoder
     rows = script.window_frames, script.window_stride
+    asked = {"questions": script.questions_per_window, "seed": training.seed}
     training.remove_unused_columns = False
     training.prediction_loss_only = True  # evaluation reports the loss: no need to gather every logit
     training.dataset_kwargs = {**(training.dataset_kwargs or {}), "skip_prepare_dataset": True}
-    evaluated = stream_rows(eval_clips, processor, encoder, *rows) if eval_clips is not None else None
+    evaluated = None if eval_clips is None else stream_rows(eval_clips, processor, encoder, *rows, **asked)
     with libraries_deprecation(".*is_gradient_checkpointing.*"):  # PEFT's get_peft_model calls it
         return StreamTrainer(
             model=model,
             args=training,
-            train_dataset=stream_rows(train_clips, processor, encoder, *rows),
+            train_dataset=stream_rows(train_clips, processor, encoder, *rows, **asked),
             eval_dataset=evaluated,
             data_collator=FeatureCollator(processor),
             processing_class=processor.tokenizer,
