@@ -44,7 +44,8 @@ def _range(text: str) -> tuple[int, int]:
     return first, last
 
 
-def _unwrap_optional(hint: Any) -> Any:
+def unwrap_optional(hint: Any) -> Any:
+    """``X`` of ``X | None`` (or ``Optional[X]``); any other hint as it is."""
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if len(args) == 1:
@@ -77,7 +78,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> N
             add_flags(parser, hint, prefix + field.metadata.get("prefix", ""))
             continue
         dest, default, meta = prefix + field.name, _default(field), field.metadata
-        kind, origin = _unwrap_optional(hint), typing.get_origin(_unwrap_optional(hint))
+        kind, origin = unwrap_optional(hint), typing.get_origin(unwrap_optional(hint))
         args = typing.get_args(kind)
         options: dict[str, Any] = {"help": meta["help"]}
         for key in ("choices", "metavar"):
@@ -134,7 +135,7 @@ def config_from(cls: type, args: argparse.Namespace, prefix: str = "", **given: 
             values[field.name] = config_from(hint, args, prefix + field.metadata.get("prefix", ""))
             continue
         value = getattr(args, prefix + field.name)
-        kind = typing.get_origin(_unwrap_optional(hint))
+        kind = typing.get_origin(unwrap_optional(hint))
         if kind is dict:
             value = dict(value)
         elif kind is tuple and value is not None:

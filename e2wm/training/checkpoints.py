@@ -52,6 +52,9 @@ def import_before_the_group() -> None:
         import deepspeed.comm  # noqa: F401
 
 
+WORKERS_SETTLE_S = 0.5  # a worker needs the GIL for microseconds; ample even on a loaded machine
+
+
 def end_processes(trainer: Any) -> None:
     """Once every process has saved: the process group goes (and the trackers finish) before the processes
     exit, and so do its gloo worker threads. ``destroy_process_group`` leaves them running while anything
@@ -72,6 +75,3 @@ def end_processes(trainer: Any) -> None:
     if trainer.accelerator.num_processes > 1:
         time.sleep(WORKERS_SETTLE_S)
     trainer.accelerator.end_training()
-
-
-WORKERS_SETTLE_S = 0.5  # a worker needs the GIL for microseconds; ample even on a loaded machine

@@ -13,7 +13,6 @@ import dataclasses
 import itertools
 import json
 import math
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from trl.scripts.utils import DatasetConfig
 from e2wm.corpus.tasks import TASKS
 from e2wm.errors import E2WMError, did_you_mean, error_line, libraries_deprecation
 from e2wm.files import check_safetensors, is_hub_id, read_yaml_mapping
+from e2wm.flags import unwrap_optional
 from e2wm.training.checkpoints import import_before_the_group
 from e2wm.training.fisher import DEFAULT_TARGETS
 from e2wm.training.general_text import SOURCES
@@ -286,11 +286,7 @@ def recipe_fields(classes: tuple[type, ...]) -> dict[str, Any]:
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             if f.init:
-                hint = hints[f.name]
-                if typing.get_origin(hint) in (typing.Union, types.UnionType):
-                    kinds = [t for t in typing.get_args(hint) if t is not type(None)]
-                    hint = kinds[0] if len(kinds) == 1 else hint
-                fields[f.name] = hint
+                fields[f.name] = unwrap_optional(hints[f.name])
     return fields
 
 
