@@ -12,7 +12,8 @@ episodes rendered with another layout seed, so positions seen in training do not
 Each prints per slot the encoder's accuracy on the validation windows' event steps; the majority guess and the
 raw-frame linear probe of the ``full`` run stand beside them. Rollouts: ``outputs/demo/rollouts`` (``make
 demo``), else a few random episodes collected here. ``--quick``: 32-pixel frames, a handful of episodes and
-steps (a smoke run, under a minute: its figures mean little).
+steps (a smoke run, under a minute: its figures mean little). At full size (README, video section), stage
+0 then 10% of the labels reached 85% of the full-label verb accuracy and 41% of its object accuracy.
 
     python bench/video_pretraining.py [--quick]
 """

@@ -241,6 +241,11 @@ def test_state_tracking_answers_recomputed_by_re_executing_the_prefix(corpus, ep
             answer = _answer(e)
             if task == "state_tracking_open":
                 assert answer == ("yes" if "OPEN" in sim.states_of(meta["object"]) else "no")
+                # answerable from the story: a told step opened or closed the object
+                told = [
+                    (s["verb"], s["object_ids"]) for s in episode["steps"][: meta["step"]] if s["success"]
+                ]
+                assert ("OPEN", [meta["object"]]) in told or ("CLOSE", [meta["object"]]) in told
             elif task == "state_tracking_holding":
                 held = sorted(_labels(episode)[i] for i in sim.holds(meta["person"]))
                 assert answer == join_names(held)
