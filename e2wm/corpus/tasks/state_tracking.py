@@ -44,10 +44,10 @@ def state_tracking_open(
     opened_or_closed = {
         s["object_ids"][0] for s in trace.steps[:upto] if s["success"] and s["verb"] in ("OPEN", "CLOSE")
     }
-    openable = [i for i in trace.objects if i in opened_or_closed]  # in order of first touch: seeded draws
-    if not openable:
+    candidates = [i for i in trace.objects if i in opened_or_closed]  # first-touch order: seeded draws
+    if not candidates:
         return []
-    obj = rng.choice(openable)
+    obj = rng.choice(candidates)
     answer = "yes" if "OPEN" in trace.snapshots[upto].states[obj] else "no"
     question = wording.question.format(obj=trace.label(obj))
     meta = {"object": obj, "step": upto}
