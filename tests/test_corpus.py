@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from e2wm.corpus.build import CORPUS_SPLITS, TRANSFER_SPLITS, BuildConfig, build
-from e2wm.corpus.example import join_names
+from e2wm.corpus.example import balanced_choice, join_names
 from e2wm.corpus.read import open_corpus
 from e2wm.corpus.tasks import TASKS, TRACKING_TASKS
 from e2wm.corpus.tasks.counting import count_answer
@@ -359,6 +360,31 @@ def test_count_answer_forms():
     assert count_answer(["cup", "mug"], "words-items") == "two: cup, mug"
     assert count_answer([], "words-items") == "zero: none"
     assert count_answer(["cup"] * 3, "digits") == "3" and count_answer(["cup"] * 3, "words") == "three"
+
+
+def test_balanced_choice_draws_each_answer_equally_often():
+    # nine options answer "no", one answers "yes": drawn plainly, "yes" would come one time in ten
+    options = [("no", i) for i in range(9)] + [("yes", 9)]
+    rng = random.Random(0)
+    n = 4000
+    draws = Counter(balanced_choice(rng, options, lambda o: o[0]) for _ in range(n))
+    # each answer has probability 1/2: five binomial standard deviations, sqrt(n / 4) each
+    tolerance = 5 * (n / 4) ** 0.5
+    assert abs(draws["yes", 9] - n / 2) < tolerance
+    # within "no", each of the nine with probability 1/18 (standard deviation below sqrt(n / 18))
+    assert all(abs(draws["no", i] - n / 18) < 5 * (n / 18) ** 0.5 for i in range(9))
+    assert balanced_choice(random.Random(3), options, lambda o: o[0]) == balanced_choice(
+        random.Random(3), options, lambda o: o[0]
+    )
+
+
+def test_yes_no_tracking_answers_are_not_one_sided(corpus):
+    # drawn plainly, four in five "can P pick X up?" answers were "no": a model scored by always saying
+    # it; drawn balanced within each episode, "yes" comes wherever the snapshot allows it
+    for task in ("state_tracking_grab", "state_tracking_open"):
+        answers = Counter(_answer(e).split(",")[0] for e in _examples(corpus, task))
+        assert set(answers) == {"yes", "no"}
+        assert min(answers.values()) / sum(answers.values()) > 1 / 3, (task, answers)
 
 
 def test_transfer_splits_ask_the_test_episodes_in_held_out_wordings_only(corpus):

@@ -76,7 +76,9 @@ templated English chosen by seed.
 {totals}
 
 Tracking tasks ({", ".join(TRACKING_TASKS)}) carry `length`, the number of episode steps the question
-covers, so accuracy can be reported by horizon.
+covers, so accuracy can be reported by horizon. Where an episode allows several answers (counting,
+"is X open?", "what is P holding?", "can P pick X up?"), the question is drawn so that each is equally
+likely: drawn plainly, four in five counts were 1 and four in five "can P pick X up?" answers were "no".
 
 ## Format
 

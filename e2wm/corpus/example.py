@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import json
 import random
-from typing import Any
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, TypeVar
 
 from e2wm.corpus.trace import Trace
 from e2wm.corpus.wording import Wording
+
+T = TypeVar("T")
 
 
 def example(
@@ -63,6 +66,15 @@ def multiple_choice(answer: str, distractors: list[str], rng: random.Random) -> 
     choices = [answer, *distractors]
     rng.shuffle(choices)
     return choices
+
+
+def balanced_choice(rng: random.Random, options: Sequence[T], answer_of: Callable[[T], Hashable]) -> T:
+    """One of ``options``, drawn so that each answer they lead to is equally likely, then uniformly
+    within it. Drawn plainly, most questions share one answer (four in five "can P pick X up?" were
+    "no", four in five counts were 1), so a model scores by that prior instead of reading the story."""
+    answers = sorted({answer_of(o) for o in options}, key=repr)  # sorted: seeded draws stay reproducible
+    answer = rng.choice(answers)
+    return rng.choice([o for o in options if answer_of(o) == answer])
 
 
 def plan_text(trace: Trace, form: str = "sentences") -> str:

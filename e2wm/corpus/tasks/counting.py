@@ -6,7 +6,7 @@ import random
 from typing import Any
 
 from e2wm.corpus.context import Context
-from e2wm.corpus.example import example, moved_objects
+from e2wm.corpus.example import balanced_choice, example, moved_objects
 from e2wm.corpus.narration import cast, story
 from e2wm.corpus.trace import Trace
 from e2wm.corpus.wording import Wording, number
@@ -21,7 +21,8 @@ def count_answer(names: list[str], form: str) -> str:
 
 
 def counting(trace: Trace, ctx: Context, rng: random.Random, wording: Wording) -> list[dict[str, Any]]:
-    """Pick a place things were put on or in; count the moved things there at the end."""
+    """Pick a place things were put on or in (each count present as likely as another); count the moved
+    things there at the end."""
     if trace.episode["agent"] != "random":
         return []
     places = sorted(
@@ -33,9 +34,14 @@ def counting(trace: Trace, ctx: Context, rng: random.Random, wording: Wording) -
     )
     if not places:
         return []
-    relation, place = rng.choice(places)
     final = trace.snapshots[-1]
-    there = [i for i in moved_objects(trace) if final.places[i] == (relation, place)]
+    moved = moved_objects(trace)
+
+    def items_at(relation_place: tuple[str, int]) -> list[int]:
+        return [i for i in moved if final.places[i] == relation_place]
+
+    relation, place = balanced_choice(rng, places, lambda rp: len(items_at(rp)))
+    there = items_at((relation, place))
     names = sorted(trace.label(i) for i in there)
     people = cast(trace, rng)
     word = "on" if relation == "ON" else "in"

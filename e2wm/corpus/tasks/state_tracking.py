@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from e2wm.corpus.context import Context
-from e2wm.corpus.example import example, join_names
+from e2wm.corpus.example import balanced_choice, example, join_names
 from e2wm.corpus.narration import Person, cast, story
 from e2wm.corpus.trace import Trace
 from e2wm.corpus.wording import Wording
@@ -47,8 +47,9 @@ def state_tracking_open(
     candidates = [i for i in trace.objects if i in opened_or_closed]  # first-touch order: seeded draws
     if not candidates:
         return []
-    obj = rng.choice(candidates)
-    answer = "yes" if "OPEN" in trace.snapshots[upto].states[obj] else "no"
+    states = trace.snapshots[upto].states
+    obj = balanced_choice(rng, candidates, lambda i: "OPEN" in states[i])
+    answer = "yes" if "OPEN" in states[obj] else "no"
     question = wording.question.format(obj=trace.label(obj))
     meta = {"object": obj, "step": upto}
     return [
@@ -70,8 +71,8 @@ def state_tracking_open(
 def state_tracking_holding(
     trace: Trace, rng: random.Random, wording: Wording, upto: int, people: list[Person], told: str
 ) -> list[dict[str, Any]]:
-    """What is P holding?"""
-    k = rng.randrange(len(people))
+    """What is P holding? Of someone holding something as often as of someone empty-handed."""
+    k = balanced_choice(rng, range(len(people)), lambda p: bool(trace.snapshots[upto].held[p]))
     held = join_names(sorted(trace.label(i) for i in trace.snapshots[upto].held[k]))
     question = wording.question.format(person=people[k].name)
     meta = {"person": k, "step": upto}
@@ -82,12 +83,12 @@ def state_tracking_holding(
 def state_tracking_grab(
     trace: Trace, rng: random.Random, wording: Wording, upto: int, people: list[Person], told: str
 ) -> list[dict[str, Any]]:
-    """Can P grab X now, and if not, why not (the precondition that fails)?"""
+    """Can P grab X now, and if not, why not (the precondition that fails)? "yes" as often as "no"."""
     snap = trace.snapshots[upto]
     options = sorted(snap.grab)
     if not options:
         return []
-    k, obj = rng.choice(options)
+    k, obj = balanced_choice(rng, options, lambda o: snap.grab[o] is None)
     failure = snap.grab[(k, obj)]
     names = {trace.people[p]: person.name for p, person in enumerate(people)}
     names.update({i: "the " + trace.label(i) for i in trace.objects})
