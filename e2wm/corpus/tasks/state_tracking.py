@@ -39,8 +39,9 @@ def _after_a_story(ask: Ask) -> Callable[[Trace, Context, random.Random, Wording
 def state_tracking_open(
     trace: Trace, rng: random.Random, wording: Wording, upto: int, people: list[Person], told: str
 ) -> list[dict[str, Any]]:
-    """Is the X open? (yes / no), of an object the story opens or closes: of one it never does, the
-    answer would be its initial state, which no reader can know (two thirds of the questions were so)."""
+    """Is the X open? (yes / no, equally often where the story allows), of an object the story opens or
+    closes: of one it never does, the answer would be its initial state, which no reader can know (two
+    thirds of the questions were so)."""
     opened_or_closed = {
         s["object_ids"][0] for s in trace.steps[:upto] if s["success"] and s["verb"] in ("OPEN", "CLOSE")
     }
