@@ -110,7 +110,7 @@ def test_ewc_penalty_is_logged_and_holds_weights_back(lm, corpus, tmp_path):
         for name, module in trainer.model.named_modules():
             if hasattr(module, "get_delta_weight"):
                 key = name.replace("base_model.model.", "") + ".weight"
-                total += float((values[key] * module.get_delta_weight("default") ** 2).sum())
+                total += float((values[key] * module.get_delta_weight("default").detach() ** 2).sum())
         return total
 
     assert distance(held) < distance(free)
