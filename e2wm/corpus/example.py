@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import defaultdict
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
@@ -72,9 +73,11 @@ def balanced_choice(rng: random.Random, options: Sequence[T], answer_of: Callabl
     """One of ``options``, drawn so that each answer they lead to is equally likely, then uniformly
     within it. Drawn plainly, most questions share one answer (four in five "can P pick X up?" were
     "no", four in five counts were 1), so a model scores by that prior instead of reading the story."""
-    answers = sorted({answer_of(o) for o in options}, key=repr)  # sorted: seeded draws stay reproducible
-    answer = rng.choice(answers)
-    return rng.choice([o for o in options if answer_of(o) == answer])
+    by_answer: dict[Hashable, list[T]] = defaultdict(list)
+    for option in options:
+        by_answer[answer_of(option)].append(option)
+    answer = rng.choice(sorted(by_answer, key=repr))  # sorted: seeded draws stay reproducible
+    return rng.choice(by_answer[answer])
 
 
 def plan_text(trace: Trace, form: str = "sentences") -> str:

@@ -36,12 +36,9 @@ def counting(trace: Trace, ctx: Context, rng: random.Random, wording: Wording) -
         return []
     final = trace.snapshots[-1]
     moved = moved_objects(trace)
-
-    def items_at(relation_place: tuple[str, int]) -> list[int]:
-        return [i for i in moved if final.places[i] == relation_place]
-
-    relation, place = balanced_choice(rng, places, lambda rp: len(items_at(rp)))
-    there = items_at((relation, place))
+    items_at = {p: [i for i in moved if final.places[i] == p] for p in places}
+    relation, place = balanced_choice(rng, places, lambda p: len(items_at[p]))
+    there = items_at[relation, place]
     names = sorted(trace.label(i) for i in there)
     people = cast(trace, rng)
     word = "on" if relation == "ON" else "in"

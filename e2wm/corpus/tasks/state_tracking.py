@@ -73,8 +73,9 @@ def state_tracking_holding(
     trace: Trace, rng: random.Random, wording: Wording, upto: int, people: list[Person], told: str
 ) -> list[dict[str, Any]]:
     """What is P holding? Of someone holding something as often as of someone empty-handed."""
-    k = balanced_choice(rng, range(len(people)), lambda p: bool(trace.snapshots[upto].held[p]))
-    held = join_names(sorted(trace.label(i) for i in trace.snapshots[upto].held[k]))
+    held_now = trace.snapshots[upto].held
+    k = balanced_choice(rng, range(len(people)), lambda p: bool(held_now[p]))
+    held = join_names(sorted(trace.label(i) for i in held_now[k]))
     question = wording.question.format(person=people[k].name)
     meta = {"person": k, "step": upto}
     return [example("state_tracking_holding", trace, wording, told, question, held, length=upto, meta=meta)]
