@@ -356,9 +356,9 @@ def test_stale_rollouts_are_detected(rollouts, tmp_path):
 
 
 def test_count_answer_forms():
-    assert count_answer(["cup", "mug"], "items-digits") == "cup, mug, so 2"
-    assert count_answer(["cup", "mug"], "items-words") == "cup, mug, so two"
-    assert count_answer([], "items-words") == "none, so zero"
+    assert count_answer(["cup", "mug"], "digits-items") == "2: cup, mug"
+    assert count_answer(["cup", "mug"], "words-items") == "two: cup, mug"
+    assert count_answer([], "words-items") == "zero: none"
     assert count_answer(["cup"] * 3, "digits") == "3" and count_answer(["cup"] * 3, "words") == "three"
 
 

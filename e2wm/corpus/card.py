@@ -97,7 +97,7 @@ take the split of the program whose scene graph they start from.
 
 Every example is worded by a wording family drawn per example by seed: the layout (question and answer
 labels, how options are listed), the question's phrasing, the narration style (present, numbered or
-past tense) and the answer form (counts as digits or words, after the items or alone; plans as
+past tense) and the answer form (counts as digits or words, with or without the items; plans as
 sentences or numbered steps). Families are divided by a fixed rule (listed in `e2wm.corpus.wording`)
 into *train* families, used by `train`, `validation`, `test_seen` and `test_unseen`, and *held-out*
 families, used only by `test_seen_transfer` and `test_unseen_transfer`: the same held-out episodes asked

@@ -8,7 +8,7 @@ laid out by a ``Wording`` drawn per example by seed from one family set, along f
 * the question (``QUESTIONS``): several phrasings per task;
 * the narration style of the story-based tasks (``NARRATIONS``): present-tense prose, numbered
   present-tense steps, past-tense prose;
-* the answer form (``ANSWER_FORMS``): counts as digits or words, after the items or alone; plans as
+* the answer form (``ANSWER_FORMS``): counts as digits or words, with or without the items; plans as
   sentences or numbered steps.
 
 The fixed rule: every axis lists its values under ``"train"`` and ``"held_out"``, here in this module.
@@ -150,7 +150,7 @@ NARRATIONS: dict[str, tuple[str, ...]] = {"train": ("present", "numbered"), "hel
 
 # Answer forms of the tasks whose answers can be put several ways (see ``e2wm.corpus.tasks``).
 ANSWER_FORMS: dict[str, dict[str, tuple[str, ...]]] = {
-    "counting": {"train": ("items-digits", "items-words"), "held_out": ("digits", "words")},
+    "counting": {"train": ("digits-items", "words-items"), "held_out": ("digits", "words")},
     "plan_generation": {"train": ("sentences",), "held_out": ("numbered",)},
 }
 

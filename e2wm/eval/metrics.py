@@ -7,7 +7,7 @@ Answer normalisation (``normalize_answer``): lower case, punctuation replaced by
   default tokenizer: lower case, alphanumeric tokens, no stemming); plans are compared without their
   step numbers (``1. Walk to the kitchen. 2. ...`` as ``Walk to the kitchen. ...``), so the score is the
   same whichever way the steps are written;
-* ``counting``: exact match of the first count, in digits or words up to twenty (``"cup, mug, so 2"`` and
+* ``counting``: exact match of the first count, in digits or words up to twenty (``"2: mug, cup"`` and
   ``"There are two"`` -> 2; no number scores 0);
 * ``object_path``: path overlap, the longest common contiguous run of rooms divided by the length of the
   longer path (rooms separated by commas or "and", each normalised);

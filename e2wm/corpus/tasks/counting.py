@@ -13,15 +13,10 @@ from e2wm.corpus.wording import Wording, number
 
 
 def count_answer(names: list[str], form: str) -> str:
-    """``cup, mug, so 2`` (items-digits), ``cup, mug, so two`` (items-words), ``2`` (digits), ``two`` (words).
-
-    The train forms name the items before the count: a causal model then counts what it has just
-    listed. Asked for the count first, a small model has to count before it has found the items: it
-    learned a prior instead (fine-tuned on count-first answers, SmolLM2-135M answered "0: none" to 26 of
-    40 in-template questions, 9 of them right)."""
-    count = number(len(names), form.removeprefix("items-"))
-    if form.startswith("items-"):
-        return f"{', '.join(names) if names else 'none'}, so {count}"
+    """``2: cup, mug`` (digits-items), ``two: cup, mug`` (words-items), ``2`` (digits), ``two`` (words)."""
+    count = number(len(names), form)
+    if form.endswith("-items"):
+        return f"{count}: {', '.join(names) if names else 'none'}"
     return count
 
 
