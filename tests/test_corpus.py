@@ -170,9 +170,10 @@ def test_housework_answers_follow_the_items_each_activity_uses(corpus, episodes)
 def test_counting_answers_recomputed_from_recorded_edges(corpus, episodes):
     for e in _examples(corpus, "counting"):
         episode, meta = episodes[e["episode_id"]], json.loads(e["meta"])
-        moved = {s["object_ids"][0] for s in episode["steps"] if s["verb"] == "GRAB" and s["success"]}
+        told = episode["steps"][: meta["step"]]
+        moved = {s["object_ids"][0] for s in told if s["verb"] == "GRAB" and s["success"]}
         support = {}  # object -> set of (relation, place) it rests on / is in, from recorded edges
-        for edge, sign in _edges_after(episode, len(episode["steps"])):
+        for edge, sign in _edges_after(episode, meta["step"]):
             if edge["relation"] in ("ON", "INSIDE") and edge["from_id"] in moved:
                 key = (edge["relation"], edge["to_id"])
                 (
@@ -268,7 +269,22 @@ def test_length_is_the_horizon_the_question_covers(corpus, episodes):
     for e in _examples(corpus, "state_tracking_holding"):
         assert 1 <= e["length"] == json.loads(e["meta"])["step"] <= episodes[e["episode_id"]]["num_steps"]
     for e in _examples(corpus, "counting"):
-        assert e["length"] == episodes[e["episode_id"]]["num_steps"]
+        assert e["length"] == json.loads(e["meta"])["step"] <= episodes[e["episode_id"]]["num_steps"]
+
+
+def test_counting_asks_after_a_prefix_in_train_only(corpus, episodes):
+    # the curriculum: train episodes are also asked after a shorter prefix; every other split after the whole
+    # story, once per episode
+    def whole(e):
+        return e["length"] == episodes[e["episode_id"]]["num_steps"]
+
+    for split in corpus:
+        counting = [e for e in corpus[split] if e["task"] == "counting"]
+        ids = [e["episode_id"] for e in counting]
+        if split == "train":
+            assert any(not whole(e) for e in counting) and max(Counter(ids).values()) == 2
+        else:
+            assert all(whole(e) for e in counting) and len(ids) == len(set(ids)), split
 
 
 def test_no_test_prompt_or_plan_reaches_train(corpus):

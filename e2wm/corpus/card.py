@@ -79,6 +79,8 @@ Tracking tasks ({", ".join(TRACKING_TASKS)}) carry `length`, the number of episo
 covers, so accuracy can be reported by horizon. Where an episode allows several answers (counting,
 "is X open?", "what is P holding?", "can P pick X up?"), the question is drawn so that each is equally
 likely: drawn plainly, four in five counts were 1 and four in five "can P pick X up?" answers were "no".
+Counting is asked after the whole story; in `train` each episode is also asked after a shorter prefix of
+it (a curriculum: a few puts and pick-ups are easier to follow than thirty steps).
 
 ## Format
 

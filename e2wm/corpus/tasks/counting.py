@@ -1,4 +1,9 @@
-"""Counting: a narrated exploration episode -> how many moved items end up on or in a place, and which."""
+"""Counting: a narrated exploration episode -> how many moved items end up on or in a place, and which.
+
+Train episodes (in their train wording) also ask once after a shorter prefix of the story, a curriculum:
+over a whole 30-step story a small model does not learn to tell one item from none (it answers by the
+prior), while a few puts and pick-ups are easy to follow. Other splits ask after the whole story only.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,12 @@ import random
 from typing import Any
 
 from e2wm.corpus.context import Context
-from e2wm.corpus.example import balanced_choice, example, moved_objects
+from e2wm.corpus.example import balanced_choice, example, first_pickups
 from e2wm.corpus.narration import cast, story
 from e2wm.corpus.trace import Trace
 from e2wm.corpus.wording import Wording, number
+
+PUTS = ("PUTBACK", "PUTIN")
 
 
 def count_answer(names: list[str], form: str) -> str:
@@ -21,22 +28,33 @@ def count_answer(names: list[str], form: str) -> str:
 
 
 def counting(trace: Trace, ctx: Context, rng: random.Random, wording: Wording) -> list[dict[str, Any]]:
-    """Pick a place things were put on or in (each count present as likely as another); count the moved
-    things there at the end."""
+    """Count after the whole story, and for train episodes in a train wording also after a prefix that
+    ends after a put (its length drawn uniformly)."""
     if trace.episode["agent"] != "random":
         return []
+    examples = _count_after(trace, rng, wording, len(trace.steps))
+    puts = [s["index"] for s in trace.steps if s["success"] and s["verb"] in PUTS]
+    if examples and trace.episode["split"] == "train" and wording.family == "train":
+        examples += _count_after(trace, rng, wording, rng.randint(puts[0] + 1, len(trace.steps)))
+    return examples
+
+
+def _count_after(trace: Trace, rng: random.Random, wording: Wording, upto: int) -> list[dict[str, Any]]:
+    """Pick a place things were put on or in during the first ``upto`` steps (each count present as
+    likely as another); count the moved things there after them."""
+    told = trace.steps[:upto]
     places = sorted(
         {
             ("ON" if s["verb"] == "PUTBACK" else "INSIDE", s["object_ids"][1])
-            for s in trace.steps
-            if s["success"] and s["verb"] in ("PUTBACK", "PUTIN")
+            for s in told
+            if s["success"] and s["verb"] in PUTS
         }
     )
     if not places:
         return []
-    final = trace.snapshots[-1]
-    moved = moved_objects(trace)
-    items_at = {p: [i for i in moved if final.places[i] == p] for p in places}
+    snap = trace.snapshots[upto]
+    moved = [i for i, step in first_pickups(trace).items() if step < upto]
+    items_at = {p: [i for i in moved if snap.places[i] == p] for p in places}
     relation, place = balanced_choice(rng, places, lambda p: len(items_at[p]))
     there = items_at[relation, place]
     names = sorted(trace.label(i) for i in there)
@@ -47,9 +65,10 @@ def counting(trace: Trace, ctx: Context, rng: random.Random, wording: Wording) -
             "counting",
             trace,
             wording,
-            story(trace, people, rng, wording.narration),
+            story(trace, people, rng, wording.narration, upto),
             wording.question.format(word=word, place=trace.label(place)),
             count_answer(names, wording.answer_form),
-            meta={"relation": relation, "place": place, "items": sorted(there)},
+            length=upto,
+            meta={"relation": relation, "place": place, "items": sorted(there), "step": upto},
         )
     ]
