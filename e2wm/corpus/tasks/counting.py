@@ -33,9 +33,9 @@ def counting(trace: Trace, ctx: Context, rng: random.Random, wording: Wording) -
     if trace.episode["agent"] != "random":
         return []
     examples = _count_after(trace, rng, wording, len(trace.steps))
-    puts = [s["index"] for s in trace.steps if s["success"] and s["verb"] in PUTS]
     if examples and trace.episode["split"] == "train" and wording.family == "train":
-        examples += _count_after(trace, rng, wording, rng.randint(puts[0] + 1, len(trace.steps)))
+        first_put = next(s["index"] for s in trace.steps if s["success"] and s["verb"] in PUTS)
+        examples += _count_after(trace, rng, wording, rng.randint(first_put + 1, len(trace.steps)))
     return examples
 
 
