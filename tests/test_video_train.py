@@ -165,10 +165,8 @@ def test_stage_0_pretrains_the_encoder_that_stage_1_starts_from(clips: Path, tmp
     )
     n = len(EventWindows(VideoCaptionDirectory(clips, 32, 16.0), 32, None, 32))
     assert len(stage1.train_dataset) == round(n / 2)
-    trained = VideoEncoder.from_pretrained(tmp_path / "1", use_safetensors=True).state_dict()
-    # stage 0's weights, unchanged at learning rate 0, and the slot heads stage 1 added to them
-    assert all(torch.equal(trained[k], v) for k, v in pretrained.state_dict().items())
-    assert set(trained) - set(pretrained.state_dict()) == {"slot_heads.weight", "slot_heads.bias"}
+    encoder = VideoEncoder.from_pretrained(tmp_path / "1", use_safetensors=True)
+    assert all(torch.equal(v, pretrained.state_dict()[k]) for k, v in encoder.state_dict().items())
 
 
 def _clip(frames: int, times: list[float], fps: float = 16.0) -> Clip:
@@ -243,27 +241,6 @@ def test_stage_1_loss_is_the_slot_weighted_sum_of_the_slots_cross_entropies() ->
     torch.testing.assert_close(even(pixels, labels).loss, sum(ces))
 
 
-def test_readout_appends_each_slot_heads_probabilities_to_the_features() -> None:
-    config = VideoEncoderConfig(**TINY_ENCODER, slot_readout=True)
-    with pytest.raises(E2WMError, match="trained on event slots"):  # no slots named yet: no heads to read
-        VideoEncoder(config).readout(torch.zeros(1, 2, 24))
-    config.id2label = dict(enumerate(EVENT_CLASSES))
-    config.slot_labels = {"object": [OTHER, "mug", "cup"], "place": [OTHER, "fridge"], "actor": [OTHER, "p1"]}
-    torch.manual_seed(0)
-    classifier = train_video.VideoEventClassifier(config)
-    encoder = classifier.video_encoder
-    pixels = torch.randn(1, 3, 8, 32, 32)  # 2 feature steps
-    features = encoder(pixels)
-    read = encoder.readout(features)
-    assert read.shape == (1, 2, config.readout_size()) == (1, 2, 24 + len(EVENT_CLASSES) + 3 + 2 + 2)
-    assert torch.equal(read[..., :24], features)
-    # after the features, each slot's softmax of the stage-1 logits, in the order of SLOTS
-    parts = classifier(pixels).logits.split(classifier.sizes, dim=-1)
-    torch.testing.assert_close(read[..., 24:], torch.cat([p.softmax(-1) for p in parts], dim=-1))
-    config.slot_readout = False
-    assert encoder.readout(features) is features and config.readout_size() == 24
-
-
 def test_augment_turns_or_mirrors_each_window_as_a_whole_and_keeps_its_labels(clips: Path) -> None:
     plain = EventWindows(VideoCaptionDirectory(clips, 32, 16.0), 32, None, 32)
     turned = EventWindows(VideoCaptionDirectory(clips, 32, 16.0), 32, None, 32, augment=True)
@@ -332,13 +309,9 @@ def test_three_stages_train_and_each_output_loads(stages: dict[str, Path], clips
     assert encoder.config.image_size == 32 and encoder.config.hidden_size == 24
     assert encoder.config.id2label[0] == "none" and len(encoder.config.id2label) == len(EVENT_CLASSES)
     assert encoder.config.slot_labels == rows.vocabulary and encoder.config.render_style == "sprites"
-    # the slot heads are kept with the encoder, and the projector reads their probabilities after its features
-    sizes = [len(EVENT_CLASSES), *(len(rows.vocabulary[slot]) for slot in ("object", "place", "actor"))]
-    assert encoder.config.slot_readout and encoder.slot_heads.out_features == sum(sizes)
     for stage in ("2", "3"):
         model = E2WMVideoForCausalLM.from_pretrained(stages[stage], use_safetensors=True)
         assert model.config.tokens_per_step == 2
-        assert model.model.multi_modal_projector.linear_1.in_features == 24 + sum(sizes)
         assert (stages[stage] / "processor_config.json").exists() and not list(stages[stage].glob("*.bin"))
         assert not (stages[stage] / "adapter_config.json").exists()  # stage 3 is merged
         assert read_recipe(stages[stage] / RECIPE_NAME)[0]["stage"] == int(stage)  # the pushed card names it

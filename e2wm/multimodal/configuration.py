@@ -9,8 +9,6 @@ from transformers.configuration_utils import SubConfigSpec
 from e2wm.errors import E2WMError
 
 FRAMES_PER_STEP = 4  # total temporal stride of the encoder: one feature step per 4 frames
-# What an event is (stage 1's heads): the verb, what was acted on, where it went (put in/on) and who acted.
-SLOTS: tuple[str, ...] = ("verb", "object", "place", "actor")
 
 
 @strict
@@ -23,10 +21,6 @@ class VideoEncoderConfig(PreTrainedConfig):
     multiply to 4. ``image_size`` and ``fps`` describe the frames the encoder is trained on (the processor
     resizes to ``image_size``; the streaming narrator reads timestamps with ``fps``), ``render_style`` their
     look when they were rendered rollouts (``e2wm stream --rollouts`` renders them so).
-
-    An encoder trained on event slots (stage 1: ``id2label`` the verbs, ``slot_labels`` the other slots'
-    classes) keeps its slot heads; with ``slot_readout`` the projector reads their probabilities after the
-    features (``VideoEncoder.readout``), so the LM is told which verb and object the encoder saw.
     """
 
     model_type = "e2wm_video_encoder"
@@ -47,16 +41,6 @@ class VideoEncoderConfig(PreTrainedConfig):
     head_channels: int = 256
     hidden_size: int = 256
     initializer_range: float = 0.02
-    slot_readout: bool = False
-
-    def slot_sizes(self) -> list[int]:
-        """Classes of each slot of ``SLOTS`` (verbs: ``num_labels``); empty before stage 1 named them."""
-        labels = getattr(self, "slot_labels", None)
-        return [self.num_labels, *(len(labels[slot]) for slot in SLOTS[1:])] if labels else []
-
-    def readout_size(self) -> int:
-        """The size of what the projector reads per feature step (``VideoEncoder.readout``)."""
-        return self.hidden_size + (sum(self.slot_sizes()) if self.slot_readout else 0)
 
     def validate_e2wm_layout(self) -> None:
         stages = (

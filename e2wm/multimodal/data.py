@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from e2wm.errors import E2WMError
-from e2wm.multimodal.configuration import FRAMES_PER_STEP, SLOTS
+from e2wm.multimodal.configuration import FRAMES_PER_STEP
 from e2wm.multimodal.encoder import VideoEncoder, frames_to_pixels
 from e2wm.multimodal.processing import E2WMVideoProcessor
 from e2wm.multimodal.questions import draw_questions
@@ -28,10 +28,11 @@ from e2wm.multimodal.render import TEMPLATES, RenderConfig, parse_caption, rende
 from e2wm.multimodal.video_io import Clip
 from e2wm.rollouts.shards import load_episodes
 
-# Stage-1 classes: what happened in a feature step, by the verb of its caption, and the other slots of
-# ``SLOTS`` it predicts (the actor: in episodes with several people).
+# Stage-1 classes: what happened in a feature step, by the verb of its caption, and the slots it predicts:
+# the verb, what was acted on, where it went (put in/on) and who acted (episodes with several people).
 EVENT_CLASSES: tuple[str, ...] = ("none", *TEMPLATES)
 VERBS = frozenset(TEMPLATES)
+SLOTS: tuple[str, ...] = ("verb", "object", "place", "actor")
 OTHER = "<other>"  # a slot value no training caption states: scored, never predicted
 IGNORE = -100  # not scored: a slot the step's caption does not state, or a verb with no known class
 

@@ -2,7 +2,7 @@
 
 Input: ``pixel_values_videos`` float ``[B, C, T, H, W]``, made from uint8 RGB frames by ``frames_to_pixels``
 (``/255``, resized to ``image_size``, then ``(x - mean) / std`` with mean = std = 0.5: values in [-1, 1]).
-Output: ``[B, T // 4, hidden_size]``; ``readout`` appends the slot heads' probabilities for the projector.
+Output: ``[B, T // 4, hidden_size]``.
 
 Motion: the stem reads each frame and, in a separate group of channels normalised on their own, its
 difference from the frame before, so that what moved or changed stands out however small it is (a person's
@@ -187,9 +187,6 @@ class VideoEncoder(PreTrainedModel):
         self.head = Pointwise(c_in, config.head_channels)
         self.head_norm = _norm(config.head_channels, config.norm_groups)
         self.proj = nn.Linear(2 * config.head_channels, config.hidden_size)
-        sizes = config.slot_sizes()
-        # stage 1's heads, one per slot (logits concatenated): trained there, read out after (``readout``)
-        self.slot_heads = nn.Linear(config.hidden_size, sum(sizes)) if sizes else None
         self.post_init()
 
     @torch.no_grad()
@@ -246,16 +243,6 @@ class VideoEncoder(PreTrainedModel):
             self._check(pixel_values_videos, [])
         b, _, _, h, w = pixel_values_videos.shape
         return self.step(pixel_values_videos, self.init_state(b, h, w, pixel_values_videos.device))[0]
-
-    def readout(self, features: torch.Tensor) -> torch.Tensor:
-        """What the projector reads: ``features``, and with ``slot_readout`` each slot head's probabilities
-        after them ``[B, S, readout_size]``."""
-        if not self.config.slot_readout:
-            return features
-        if self.slot_heads is None:
-            raise E2WMError("slot_readout needs an encoder trained on event slots (stage 1)")
-        parts = self.slot_heads(features).split(self.config.slot_sizes(), dim=-1)
-        return torch.cat([features, *(part.softmax(dim=-1) for part in parts)], dim=-1)
 
     def _check(self, x: torch.Tensor, state: EncoderState) -> None:
         shape = tuple(x.shape)

@@ -72,8 +72,8 @@ class E2WMVideoProjector(nn.Module):
         super().__init__()
         hidden, bias = config.text_config.hidden_size, config.multimodal_projector_bias
         self.tokens_per_step = config.tokens_per_step
-        self.norm = nn.LayerNorm(config.video_config.readout_size())
-        self.linear_1 = nn.Linear(config.video_config.readout_size(), hidden, bias=bias)
+        self.norm = nn.LayerNorm(config.video_config.hidden_size)
+        self.linear_1 = nn.Linear(config.video_config.hidden_size, hidden, bias=bias)
         self.act = ACT2FN[config.projector_hidden_act]
         self.linear_2 = nn.Linear(hidden, hidden * config.tokens_per_step, bias=bias)
 
@@ -112,13 +112,7 @@ class E2WMVideoModel(E2WMVideoPreTrainedModel):
 
     def get_video_features(self, pixel_values_videos: torch.Tensor) -> torch.Tensor:
         """Clips ``[B, C, T, H, W]`` -> projected LM embeddings ``[B, (T // 4) * k, H]``."""
-        return self.project(self.video_encoder(pixel_values_videos))
-
-    def project(self, features: torch.Tensor) -> torch.Tensor:
-        """Encoder features ``[B, S, D]`` -> LM embeddings ``[B, S * k, H]``: the encoder's ``readout``, then
-        the projector."""
-        weight = self.multi_modal_projector.linear_1.weight
-        return self.multi_modal_projector(self.video_encoder.readout(features.to(weight)))
+        return self.multi_modal_projector(self.video_encoder(pixel_values_videos))
 
     def merge_video(
         self, input_ids: torch.LongTensor, inputs_embeds: torch.Tensor, video_embeds: torch.Tensor
@@ -161,7 +155,10 @@ class E2WMVideoModel(E2WMVideoPreTrainedModel):
                 raise E2WMError("video inputs need input_ids, to find the <video> placeholders")
             if video_features is None:
                 video_features = self.video_encoder(pixel_values_videos)
-            inputs_embeds = self.merge_video(input_ids, inputs_embeds, self.project(video_features))
+            video_embeds = self.multi_modal_projector(
+                video_features.to(self.multi_modal_projector.linear_1.weight)
+            )
+            inputs_embeds = self.merge_video(input_ids, inputs_embeds, video_embeds)
         elif cache is None and input_ids is not None and (input_ids == self.config.video_token_id).any():
             raise E2WMError(
                 "input_ids hold <video> placeholders but no pixel_values_videos or video_features"

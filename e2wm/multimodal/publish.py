@@ -132,12 +132,7 @@ def _parts(config: E2WMVideoConfig, base_id: str | None) -> str:
             "video encoder (`video_encoder`)",
             f"a causal MobileNet-style 3D CNN over RGB frames of {video.image_size}x{video.image_size} px at "
             f"{video.fps:g} fps, stage channels {list(video.stage_channels)}: one {video.hidden_size}-d "
-            f"feature per {FRAMES_PER_STEP} frames, steppable as frames arrive"
-            + (
-                f", read out with its event-slot heads' probabilities ({video.readout_size()} values)"
-                if video.slot_readout
-                else ""
-            ),
+            f"feature per {FRAMES_PER_STEP} frames, steppable as frames arrive",
         ),
         (
             "projector (`multi_modal_projector`)",

@@ -85,7 +85,7 @@ class StreamingNarrator:
         model = self.model.model
         pixels = self.processor.preprocess_frames(chunk)[None].to(self.model.device)
         features, self._state = model.video_encoder.step(pixels, self._state)
-        video = model.project(features)
+        video = model.multi_modal_projector(features)
         k = video.shape[1]
         logits = self._forward(self._pending, video)
         self._pending = []

@@ -153,13 +153,6 @@ class VideoScriptArguments:
             "drowned the verbs' and the encoder learned only the slots' priors"
         },
     )
-    slot_readout: bool = field(
-        default=True,
-        metadata={
-            "help": "stage 1: the encoder also hands its slot heads' probabilities (which verb, object, "
-            "place and actor it saw) to the projector of stages 2-3, after its features"
-        },
-    )
     predict_steps: int = field(
         default=2, metadata={"help": "stage 0: predict the encoder's feature this many 4-frame steps ahead"}
     )
@@ -288,10 +281,10 @@ def render(script: VideoScriptArguments, split: str, encoder: VideoEncoderConfig
 
 
 class VideoEventClassifier(PreTrainedModel):
-    """The video encoder and its linear head per slot of ``SLOTS`` (``VideoEncoder.slot_heads``, saved with
-    it): per feature step, logits over the verbs (``config.id2label``, ``none`` first) and over each other
-    slot's classes (``config.slot_labels``), concatenated in that order; the loss is the sum of the slots'
-    cross-entropies, each times its ``slot_weights`` entry."""
+    """The video encoder with a linear head per slot of ``SLOTS``: per feature step, logits over the verbs
+    (``config.id2label``, ``none`` first) and over each other slot's classes (``config.slot_labels``),
+    concatenated in that order; the loss is the sum of the slots' cross-entropies, each times its
+    ``slot_weights`` entry."""
 
     config_class = VideoEncoderConfig
     main_input_name = "pixel_values_videos"
@@ -299,14 +292,15 @@ class VideoEventClassifier(PreTrainedModel):
     def __init__(self, config: VideoEncoderConfig, slot_weights: Sequence[float] = (1.0,) * len(SLOTS)):
         super().__init__(config)
         self.video_encoder = VideoEncoder(config)
-        self.sizes = config.slot_sizes()
+        self.sizes = slot_sizes(config)
         self.slot_weights = tuple(slot_weights)
+        self.classifier = nn.Linear(config.hidden_size, sum(self.sizes))
         self.post_init()
 
     def forward(
         self, pixel_values_videos: torch.Tensor, labels: torch.Tensor | None = None
     ) -> TokenClassifierOutput:
-        logits = self.video_encoder.slot_heads(self.video_encoder(pixel_values_videos))
+        logits = self.classifier(self.video_encoder(pixel_values_videos))
         loss = None
         if labels is not None:
             loss = sum(
@@ -322,6 +316,11 @@ class VideoEventClassifier(PreTrainedModel):
 
 # The metrics' name of each slot: the verb's accuracy on event steps has always been ``event_accuracy``.
 METRIC_NAMES = {"verb": "event", **{slot: slot for slot in SLOTS[1:]}}
+
+
+def slot_sizes(config: VideoEncoderConfig) -> list[int]:
+    """The number of classes of each slot of ``SLOTS``, in order (verbs: ``num_labels``)."""
+    return [config.num_labels, *(len(config.slot_labels[slot]) for slot in SLOTS[1:])]
 
 
 def majority(labels: Sequence[torch.Tensor]) -> list[int]:
@@ -392,15 +391,12 @@ def train_encoder(script: VideoScriptArguments, training: SFTConfig) -> Trainer:
     config.id2label = dict(enumerate(EVENT_CLASSES))
     config.label2id = {name: i for i, name in enumerate(EVENT_CLASSES)}
     config.slot_labels = train_rows.vocabulary  # what the heads told apart: saved with the encoder
-    config.slot_readout = script.slot_readout
     # SFTConfig turns activation checkpointing on by default; the encoder has none (and needs none).
     training.activation_checkpointing = training.gradient_checkpointing = False
     set_seed(training.seed)
     model = VideoEventClassifier(config, script.slot_loss_weights)
-    if pretrained is not None:  # a stage-0 encoder has no slot heads yet: they start fresh
-        missing, unexpected = model.video_encoder.load_state_dict(pretrained.state_dict(), strict=False)
-        if unexpected or {name.split(".")[0] for name in missing} - {"slot_heads"}:
-            raise E2WMError(f"init_from: {script.init_from} is not an encoder of this shape")
+    if pretrained is not None:
+        model.video_encoder.load_state_dict(pretrained.state_dict())
     trainer = Trainer(
         model=model,
         args=training,
