@@ -19,6 +19,11 @@ from e2wm.corpus.wording import Wording, number
 PUTS = ("PUTBACK", "PUTIN")
 
 
+def _is_put(step: dict[str, Any]) -> bool:
+    """A step that put something on or in a place."""
+    return step["success"] and step["verb"] in PUTS
+
+
 def count_answer(names: list[str], form: str) -> str:
     """``2: cup, mug`` (digits-items), ``two: cup, mug`` (words-items), ``2`` (digits), ``two`` (words)."""
     count = number(len(names), form)
@@ -34,7 +39,7 @@ def counting(trace: Trace, ctx: Context, rng: random.Random, wording: Wording) -
         return []
     examples = _count_after(trace, rng, wording, len(trace.steps))
     if examples and trace.episode["split"] == "train" and wording.family == "train":
-        first_put = next(s["index"] for s in trace.steps if s["success"] and s["verb"] in PUTS)
+        first_put = next(s["index"] for s in trace.steps if _is_put(s))
         examples += _count_after(trace, rng, wording, rng.randint(first_put + 1, len(trace.steps)))
     return examples
 
@@ -47,7 +52,7 @@ def _count_after(trace: Trace, rng: random.Random, wording: Wording, upto: int) 
         {
             ("ON" if s["verb"] == "PUTBACK" else "INSIDE", s["object_ids"][1])
             for s in told
-            if s["success"] and s["verb"] in PUTS
+            if _is_put(s)
         }
     )
     if not places:
