@@ -14,6 +14,7 @@ from e2wm.errors import E2WMError
 from e2wm.multimodal.render import (
     TEMPLATES,
     RenderConfig,
+    _yuv420,
     caption_slots,
     caption_text,
     parse_caption,
@@ -190,6 +191,22 @@ def test_write_then_load_round_trip(drink: dict, tmp_path) -> None:
     double, _ = load_video(path, fps=32)
     assert len(double) == 2 * len(clip.frames)
     np.testing.assert_array_equal(double[10], double[11])
+
+
+def test_frames_are_converted_to_bt601_limited_range_yuv420() -> None:
+    white, black, grey, red, blue = (255, 255, 255), (0, 0, 0), (128, 128, 128), (255, 0, 0), (0, 0, 255)
+    top, bottom = [white, white, black, black], [grey, grey, red, blue]
+    frame = np.array([top, top, bottom, bottom], np.uint8)
+    yuv = _yuv420(frame)
+    assert yuv.shape == (6, 4) and yuv.dtype == np.uint8
+    y, u, v = yuv[:4], yuv[4:5].reshape(2, 2), yuv[5:6].reshape(2, 2)
+    # Y = 16 + 219 * level / 255 in the integer form (grey 126.4 -> 126, red 81.5 -> 82); no chroma in greys
+    assert y[0, 0] == 235 and y[0, 3] == 16 and y[2, 0] == 126 and y[2, 2] == 82
+    assert u[0, 0] == u[0, 1] == u[1, 0] == v[0, 0] == v[0, 1] == v[1, 0] == 128
+    # the red-blue block's chroma is that of its mean colour (127.5, 0, 127.5) by BT.601's real coefficients,
+    # within the integer form's error: three coefficients rounded to 1/256 (3 * 255 * 0.5 / 256) plus a floor
+    assert abs(int(u[1, 1]) - (128 + (-0.168736 * 127.5 + 0.5 * 127.5) * 224 / 255)) <= 1.5 + 1
+    assert abs(int(v[1, 1]) - (128 + (0.5 * 127.5 - 0.081312 * 127.5) * 224 / 255)) <= 1.5 + 1
 
 
 def test_loader_errors_are_one_line(drink: dict, tmp_path) -> None:

@@ -105,8 +105,8 @@ TEMPLATES: dict[str, str] = {
 }
 STATE_OF_VERB = {"open": "open", "close": "closed", "switchon": "on", "switchoff": "off"}
 # The version of what a render writes: render caches (e2wm.training.train_video) key on it and on the
-# settings, so that a change renders anew. 2: clips carry questions.
-RENDER_FORMAT = 2
+# settings, so that a change renders anew. 2: clips carry questions; 3: chroma from each 2x2 block's mean.
+RENDER_FORMAT = 3
 PUTS = {"putin": "in", "putback": "on"}  # verbs that put their object somewhere: the place's preposition
 _VERB_ALIASES = {"lookat_short": "lookat", "lookat_long": "lookat"}
 
@@ -661,6 +661,21 @@ def _codec() -> str:
     raise E2WMError(f"this PyAV build has none of the video encoders {', '.join(_CODECS)}")
 
 
+def _yuv420(image: np.ndarray) -> np.ndarray:
+    """An RGB frame as BT.601 limited-range YUV 4:2:0 in PyAV's ``yuv420p`` layout ([H * 3 / 2, W]: the Y
+    rows, then the U and V planes), in integer arithmetic (each 2x2 block's chroma from its summed colour)."""
+    height, width = image.shape[:2]
+    rgb = image.astype(np.int32)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    y = ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16
+    block = rgb.reshape(height // 2, 2, width // 2, 2, 3).sum(axis=(1, 3))  # 4x each block's mean colour
+    r, g, b = block[..., 0], block[..., 1], block[..., 2]
+    u = ((-38 * r - 74 * g + 112 * b + 512) >> 10) + 128
+    v = ((112 * r - 94 * g - 18 * b + 512) >> 10) + 128
+    planes = np.concatenate([y.ravel(), u.ravel(), v.ravel()])
+    return planes.astype(np.uint8).reshape(height * 3 // 2, width)
+
+
 def write_clip(clip: Clip, directory: str | Path, name: str) -> Path:
     """Write ``name.mp4`` (H.264, or MPEG-4 part 2 if that is all PyAV has) and ``name.json``.
 
@@ -686,8 +701,12 @@ def write_clip(clip: Clip, directory: str | Path, name: str) -> Path:
             codec, rate=Fraction(clip.fps).limit_denominator(1001), options=_CODECS[codec]
         )
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        # The bytes depend on the frames alone, so a resumed render writes what an uninterrupted one does:
+        # one encoder thread, and the colour conversion done here rather than by FFmpeg's swscale
+        # (a PyAV wheel's encode of the same frames was seen to differ by a few bytes between processes).
+        stream.codec_context.thread_count = 1
         for image in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(_yuv420(image), format="yuv420p")))
         container.mux(stream.encode(None))
     fps = int(clip.fps) if float(clip.fps).is_integer() else clip.fps
     record = {"fps": fps, "frames": len(frames), "captions": [c.to_dict() for c in clip.captions]}

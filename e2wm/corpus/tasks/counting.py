@@ -49,11 +49,7 @@ def _count_after(trace: Trace, rng: random.Random, wording: Wording, upto: int) 
     likely as another); count the moved things there after them."""
     told = trace.steps[:upto]
     places = sorted(
-        {
-            ("ON" if s["verb"] == "PUTBACK" else "INSIDE", s["object_ids"][1])
-            for s in told
-            if _is_put(s)
-        }
+        {("ON" if s["verb"] == "PUTBACK" else "INSIDE", s["object_ids"][1]) for s in told if _is_put(s)}
     )
     if not places:
         return []
